@@ -1,0 +1,7 @@
+"""`python -m dicomweb` runs the command line."""
+
+import sys
+
+from dicomweb.cli import main
+
+sys.exit(main())

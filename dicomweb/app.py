@@ -1,0 +1,120 @@
+"""The ASGI application: routes, error handling and the lifespan that owns resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from dicomweb.config import SERVICE_ROOT, Config
+from dicomweb.errors import DicomwebError
+from dicomweb.index import Index
+from dicomweb.ingest import Ingestor
+from dicomweb.storage import BlobStore, FilesystemBlobStore
+from dicomweb.stow import store_instances
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str) -> Response:
+    """An RFC 9457 problem details response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return Response(orjson.dumps(body), status, media_type=PROBLEM_JSON)
+
+
+async def _dicomweb_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DicomwebError)
+    return problem(exc.http_status, exc.title, exc.detail)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = problem(exc.status_code, _reason(exc.status_code), str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def healthz(request: Request) -> Response:
+    """200 when the index answers and the blob store can be written."""
+    index: Index = request.app.state.index
+    blobs: BlobStore = request.app.state.blobs
+    index_ok, blobs_ok = await asyncio.gather(index.healthy(), blobs.healthy())
+    body = {"index": "ok" if index_ok else "failing", "storage": "ok" if blobs_ok else "failing"}
+    status = 200 if index_ok and blobs_ok else 503
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def create_app(config: Config) -> Starlette:
+    """Build the server for `config`; resources open in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        index = await Index.open(config.resolved_database_url)
+        blobs = FilesystemBlobStore(config.data_dir)
+        app.state.config = config
+        app.state.index = index
+        app.state.blobs = blobs
+        app.state.ingestor = Ingestor(
+            blobs,
+            index,
+            bulk_data_threshold=config.bulk_data_threshold,
+            workers=config.ingest_workers,
+        )
+        sweeper = asyncio.create_task(_sweep(blobs, index, config.sweep_grace_seconds))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await index.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Mount(
+            SERVICE_ROOT,
+            routes=[
+                Route("/studies", store_instances, methods=["POST"]),
+                Route("/studies/{study}", store_instances, methods=["POST"]),
+            ],
+        ),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={DicomwebError: _dicomweb_error, HTTPException: _http_error},
+    )
+
+
+async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
+    try:
+        report = await blobs.sweep(index.referenced_blobs, grace)
+    except Exception:
+        log.exception("start-up sweep failed")
+        return
+    if report.temporary_removed or report.orphans_removed:
+        log.info(
+            "sweep removed %d staging files and %d unindexed blobs",
+            report.temporary_removed,
+            report.orphans_removed,
+        )

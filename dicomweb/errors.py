@@ -1,0 +1,79 @@
+"""The error tree. Each error knows its HTTP status and its DICOM status.
+
+    DicomwebError
+     +-- BadRequest (400)
+     |    +-- InvalidUID
+     +-- NotFound (404)
+     +-- NotAcceptable (406)
+     +-- PayloadTooLarge (413)
+     +-- UnsupportedMediaType (415)
+     +-- ServiceUnavailable (503)
+     +-- InstanceRejected (per instance; STOW-RS FailedSOPSequence, C-STORE status)
+
+Only these become 4xx responses; any other exception is a bug and a 500.
+"""
+
+from __future__ import annotations
+
+from dicomweb.status import MEANINGS, Status
+
+
+class DicomwebError(Exception):
+    """Base of every error the server reports to a client on purpose."""
+
+    http_status: int = 400
+    dicom_status: Status = Status.PROCESSING_FAILURE
+    title: str = "Bad Request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(DicomwebError):
+    http_status = 400
+    dicom_status = Status.CANNOT_UNDERSTAND
+    title = "Bad Request"
+
+
+class InvalidUID(BadRequest):
+    dicom_status = Status.INVALID_UID
+    title = "Invalid UID"
+
+
+class NotFound(DicomwebError):
+    http_status = 404
+    title = "Not Found"
+
+
+class NotAcceptable(DicomwebError):
+    http_status = 406
+    title = "Not Acceptable"
+
+
+class PayloadTooLarge(DicomwebError):
+    http_status = 413
+    dicom_status = Status.OUT_OF_RESOURCES_REQUEST_TOO_LARGE
+    title = "Payload Too Large"
+
+
+class UnsupportedMediaType(DicomwebError):
+    http_status = 415
+    title = "Unsupported Media Type"
+
+
+class ServiceUnavailable(DicomwebError):
+    http_status = 503
+    dicom_status = Status.OUT_OF_RESOURCES
+    title = "Service Unavailable"
+
+
+class InstanceRejected(DicomwebError):
+    """One instance could not be stored; the request as a whole goes on."""
+
+    http_status = 409
+    title = "Instance Rejected"
+
+    def __init__(self, status: Status, detail: str = "") -> None:
+        super().__init__(detail or MEANINGS[status])
+        self.dicom_status = status

@@ -1,0 +1,1 @@
+"""Pixel data handling: where frames lie in stored files."""
