@@ -8,7 +8,9 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomweb.dicomjson import instance_json
-from dicomweb.errors import InstanceRejected
+from dicomweb.errors import InstanceRejected, InvalidUID
 from dicomweb.index import AddResult, Index, InstanceRecord
 from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAttributes
 from dicomweb.pixels.frames import FrameLayoutError, FrameTable, locate_frames
@@ -169,7 +171,13 @@ class Ingestor:
 
 
 def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRecord:
-    """Parse the header of a staged Part 10 file and build its index record (CPU work)."""
+    """Parse the header of a staged Part 10 file and build its index record (CPU work).
+
+    A file that starts with its file meta but lacks the 128-byte preamble and "DICM"
+    prefix (pydicom writes such files from data sets made in memory) gets them added,
+    so that every stored file is a complete PS3.10 file.
+    """
+    info = _add_missing_preamble(path) or info
     with open(path, "rb") as fp:
         ds = _read_header(fp)
         sop_class = _text(ds, "SOPClassUID")
@@ -193,7 +201,7 @@ def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRec
             transfer_syntax = validate_uid(
                 _text(ds.file_meta, "TransferSyntaxUID"), "TransferSyntaxUID"
             )
-        except InstanceRejected as exc:
+        except InvalidUID as exc:
             raise reject(Status.INVALID_UID, exc.detail) from None
         try:
             frames = locate_frames(fp, ds)
@@ -245,6 +253,30 @@ def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRec
         metadata=metadata,
         bulkdata=bulkdata,
     )
+
+
+_PREAMBLE = bytes(128) + b"DICM"
+
+
+def _add_missing_preamble(path: Path) -> BlobInfo | None:
+    """Prefix the preamble if the file starts with a group 0002 element; return the new info."""
+    with open(path, "rb") as f:
+        start = f.read(132)
+    if start[128:132] == b"DICM" or start[:2] != b"\x02\x00":
+        return None
+    digest = hashlib.sha256(_PREAMBLE)
+    size = len(_PREAMBLE)
+    fixed = path.with_name(path.name + ".preamble")
+    with open(path, "rb") as src, open(fixed, "wb") as dst:
+        dst.write(_PREAMBLE)
+        while chunk := src.read(_CHUNK):
+            dst.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    fixed.replace(path)
+    return BlobInfo(size=size, sha256=digest.hexdigest())
 
 
 def blob_key(key: InstanceKey, sha256: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
 
 from dicomweb.errors import BadRequest
+from dicomweb.status import Status
 
 MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_PART_HEADERS = 16
@@ -28,6 +29,7 @@ class TruncatedMultipart(MalformedMultipart):
     """The body ended before the closing boundary."""
 
     title = "Truncated multipart body"
+    dicom_status = Status.TRUNCATED_DATA_SET
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.dicomxml import json_to_xml
@@ -105,13 +105,13 @@ async def _store_parts(
     except (MalformedMultipart, PayloadTooLarge) as exc:
         if staged is not None:
             await staged.abort()
+        # With nothing to report per instance, the request as a whole failed.
+        nothing_stored = not any(o.stored for o in outcomes)
+        if isinstance(exc, PayloadTooLarge) and nothing_stored:
+            raise
         if not outcomes and staged is None:
             raise
         outcomes.append(StoreOutcome(exc.dicom_status, exc.detail))
-    except ClientDisconnect:
-        if staged is not None:
-            await staged.abort()
-        raise
     except BaseException:
         if staged is not None:
             await staged.abort()
