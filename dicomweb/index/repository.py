@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomweb.index import schema
-from dicomweb.index.engine import create_engines, insert, migrate
+from dicomweb.index.batch import add_batch
+from dicomweb.index.engine import Writer, create_engines, migrate
 from dicomweb.index.records import AddResult, InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -23,6 +22,7 @@ log = logging.getLogger(__name__)
 # Concurrent first inserts of one study or patient on PostgreSQL can collide on a
 # unique key; the loser retries and then finds the winner's row.
 _ATTEMPTS = 5
+_MAX_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +55,12 @@ class Totals:
 class Index:
     """Reads and writes of the index. Writers are serialised on SQLite (one writer)."""
 
-    def __init__(self, reader: AsyncEngine, writer: AsyncEngine) -> None:
+    def __init__(self, reader: AsyncEngine, writer: Writer) -> None:
         self._reader = reader
         self._writer = writer
-        self.dialect = writer.dialect.name
-        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self.dialect = reader.dialect.name
+        self._pending: list[tuple[InstanceRecord, asyncio.Future[AddResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str) -> Index:
@@ -69,18 +70,10 @@ class Index:
         return cls(reader, writer)
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
         await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._writer.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
+        await self._reader.dispose()
 
     async def healthy(self) -> bool:
         """Whether the database answers."""
@@ -93,157 +86,45 @@ class Index:
             return False
 
     async def add_instance(self, record: InstanceRecord) -> AddResult:
-        """Index one instance and update the aggregates, in one transaction."""
+        """Index one instance and update the aggregates.
+
+        Instances arriving while a transaction runs are grouped into the next one
+        (group commit), so concurrent ingests share statement and commit costs.
+        """
+        future: asyncio.Future[AddResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[:_MAX_BATCH]
+            del self._pending[:_MAX_BATCH]
+            try:
+                results = await self.add_instances([record for record, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def add_instances(self, records: Sequence[InstanceRecord]) -> list[AddResult]:
+        """Index `records` in one transaction; one result per record, in order."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._write() as conn:
-                    return await self._add(conn, record)
-            except IntegrityError:
+                return await self._writer.run(add_batch, records)
+            except (IntegrityError, OperationalError) as exc:
+                # A unique-key race or a deadlock with another writer on PostgreSQL, or
+                # a busy database file held by another process on SQLite: try again.
                 if attempt == _ATTEMPTS:
                     raise
-                await asyncio.sleep(0.01 * attempt)
+                log.info("index write retried after %s", type(exc.orig).__name__)
+                await asyncio.sleep(0.02 * attempt)
         raise AssertionError("unreachable")
-
-    async def _add(self, conn: AsyncConnection, r: InstanceRecord) -> AddResult:
-        existing = (
-            await conn.execute(
-                select(schema.instance.c.sha256).where(
-                    schema.instance.c.sop_instance_uid == r.sop_instance_uid
-                )
-            )
-        ).first()
-        if existing is not None:
-            return AddResult.DUPLICATE if existing.sha256 == r.sha256 else AddResult.CONFLICT
-
-        now = datetime.now(UTC)
-        patient_pk, _ = await self._get_or_create(
-            conn,
-            schema.patient,
-            {
-                "patient_id": r.patient.patient_id,
-                "issuer_of_patient_id": r.patient.issuer_of_patient_id,
-            },
-            {
-                "patient_name": r.patient.patient_name,
-                "patient_birth_date": r.patient.patient_birth_date,
-                "patient_sex": r.patient.patient_sex,
-                "number_of_studies": 0,
-                "number_of_series": 0,
-                "number_of_instances": 0,
-            },
-        )
-        study_pk, new_study = await self._get_or_create(
-            conn,
-            schema.study,
-            {"study_instance_uid": r.study.study_instance_uid},
-            {
-                "patient_pk": patient_pk,
-                "study_date": r.study.study_date,
-                "study_time": r.study.study_time,
-                "accession_number": r.study.accession_number,
-                "study_id": r.study.study_id,
-                "study_description": r.study.study_description,
-                "referring_physician_name": r.study.referring_physician_name,
-                "modalities_in_study": "",
-                "number_of_series": 0,
-                "number_of_instances": 0,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        series_pk, new_series = await self._get_or_create(
-            conn,
-            schema.series,
-            {"series_instance_uid": r.series.series_instance_uid},
-            {
-                "study_pk": study_pk,
-                "modality": r.series.modality,
-                "series_number": r.series.series_number,
-                "series_description": r.series.series_description,
-                "series_date": r.series.series_date,
-                "series_time": r.series.series_time,
-                "performed_procedure_step_start_date": (
-                    r.series.performed_procedure_step_start_date
-                ),
-                "performed_procedure_step_start_time": (
-                    r.series.performed_procedure_step_start_time
-                ),
-                "number_of_instances": 0,
-                "created_at": now,
-            },
-        )
-        await conn.execute(
-            schema.instance.insert().values(
-                sop_instance_uid=r.sop_instance_uid,
-                series_pk=series_pk,
-                study_pk=study_pk,
-                sop_class_uid=r.sop_class_uid,
-                instance_number=r.instance_number,
-                transfer_syntax_uid=r.transfer_syntax_uid,
-                number_of_frames=r.number_of_frames,
-                rows=r.rows,
-                columns=r.columns,
-                blob_key=r.blob_key,
-                size=r.size,
-                sha256=r.sha256,
-                frames=r.frames,
-                metadata=r.metadata,
-                bulkdata=r.bulkdata,
-                created_at=now,
-            )
-        )
-        await conn.execute(
-            update(schema.series)
-            .where(schema.series.c.id == series_pk)
-            .values(number_of_instances=schema.series.c.number_of_instances + 1)
-        )
-        study_values: dict[str, Any] = {
-            "number_of_instances": schema.study.c.number_of_instances + 1,
-            "number_of_series": schema.study.c.number_of_series + int(new_series),
-            "updated_at": now,
-        }
-        if new_series and r.series.modality:
-            current = (
-                await conn.execute(
-                    select(schema.study.c.modalities_in_study).where(schema.study.c.id == study_pk)
-                )
-            ).scalar_one()
-            study_values["modalities_in_study"] = _add_modality(current, r.series.modality)
-        await conn.execute(
-            update(schema.study).where(schema.study.c.id == study_pk).values(**study_values)
-        )
-        await conn.execute(
-            update(schema.patient)
-            .where(schema.patient.c.id == patient_pk)
-            .values(
-                number_of_studies=schema.patient.c.number_of_studies + int(new_study),
-                number_of_series=schema.patient.c.number_of_series + int(new_series),
-                number_of_instances=schema.patient.c.number_of_instances + 1,
-            )
-        )
-        return AddResult.ADDED
-
-    async def _get_or_create(
-        self,
-        conn: AsyncConnection,
-        table: Any,
-        key: dict[str, Any],
-        values: dict[str, Any],
-    ) -> tuple[int, bool]:
-        """Return (primary key, created), locking the row for the rest of the transaction."""
-        created = (
-            await conn.execute(
-                insert(self.dialect, table)
-                .values(**key, **values)
-                .on_conflict_do_nothing(index_elements=list(key))
-                .returning(table.c.id)
-            )
-        ).first()
-        if created is not None:
-            return int(created.id), True
-        query = select(table.c.id).where(*(table.c[k] == v for k, v in key.items()))
-        found = (await conn.execute(query.with_for_update())).one()
-        return int(found.id), False
 
     async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` belong to indexed instances."""
@@ -302,10 +183,3 @@ class Index:
 
 def _stored(row: Any) -> StoredInstance:
     return StoredInstance(**row._asdict())
-
-
-def _add_modality(current: str, modality: str) -> str:
-    values = [m for m in current.split("\\") if m]
-    if modality not in values:
-        values.append(modality)
-    return "\\".join(sorted(values))

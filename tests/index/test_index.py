@@ -47,7 +47,7 @@ async def index(database_url: str) -> Index:
 
 
 async def test_migrations_match_schema(index: Index) -> None:
-    async with index._writer.connect() as conn:
+    async with index._reader.connect() as conn:
         diff = await conn.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
         )
