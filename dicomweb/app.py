@@ -106,6 +106,11 @@ def create_app(config: Config) -> Starlette:
     )
 
 
+def create_app_from_environ() -> Starlette:
+    """The app for a worker process: settings from DICOMWEB_* variables."""
+    return create_app(Config.from_sources())
+
+
 async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
     try:
         report = await blobs.sweep(index.referenced_blobs, grace)

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dimse-port", type=int, help="DIMSE port, 0 disables (DICOMWEB_DIMSE_PORT; 11112)"
     )
     serve.add_argument("--aet", help="DIMSE AE title (DICOMWEB_AET; DICOMWEB)")
+    serve.add_argument("--workers", type=int, help="HTTP worker processes (DICOMWEB_WORKERS; 1)")
     serve.add_argument("--log-level", default="info", help="log level (info)")
 
     importer = commands.add_parser("import", help="store DICOM files from folders")
@@ -75,6 +76,19 @@ def serve(config: Config, log_level: str) -> int:
     from dicomweb.app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if config.workers > 1:
+        # Worker processes build the app themselves, from the environment.
+        os.environ.update(config.to_environ())
+        uvicorn.run(
+            "dicomweb.app:create_app_from_environ",
+            factory=True,
+            workers=config.workers,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+        )
+        return 0
     uvicorn.run(
         create_app(config),
         host=config.host,

@@ -31,6 +31,8 @@ class Config:
     # sweep: another process (an import, a replica) may be about to index them.
     sweep_grace_seconds: float = 600.0
     ingest_workers: int = field(default_factory=lambda: min(8, (os.cpu_count() or 2) * 2))
+    # HTTP worker processes; each opens its own connections to the index.
+    workers: int = 1
 
     @property
     def resolved_database_url(self) -> str:
@@ -58,6 +60,10 @@ class Config:
                 continue
             values[f.name] = _coerce(f.name, given)
         return cls(**values)
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as DICOMWEB_* variables, for child processes."""
+        return {f"DICOMWEB_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
 
 _PORTS = ("port", "dimse_port")

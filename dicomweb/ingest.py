@@ -8,10 +8,10 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import io
 import logging
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +29,7 @@ from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAtt
 from dicomweb.pixels.frames import FrameLayoutError, FrameTable, locate_frames
 from dicomweb.resources import InstanceKey, is_valid_uid, validate_uid
 from dicomweb.status import Status
-from dicomweb.storage import BlobInfo, BlobStore, StagedBlob
+from dicomweb.storage import BlobStore, StagedBlob
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,15 @@ class Ingestor:
         self._threshold = bulk_data_threshold
         self._limiter = CapacityLimiter(workers)
 
-    async def store(self, staged: StagedBlob, *, expected_study: str | None = None) -> StoreOutcome:
-        """Store what was written to `staged`. Never raises for bad data: the outcome says."""
+    def receive(self) -> Incoming:
+        """Start receiving the bytes of one instance."""
+        return Incoming(self.blobs.stage())
+
+    async def store(self, incoming: Incoming, *, expected_study: str | None = None) -> StoreOutcome:
+        """Store what was received. Never raises for bad data: the outcome says."""
+        staged = incoming.staged
         try:
+            await incoming.close()
             return await self._store(staged, expected_study)
         except _Rejected as exc:
             await staged.abort()
@@ -114,10 +120,7 @@ class Ingestor:
             raise
 
     async def _store(self, staged: StagedBlob, expected_study: str | None) -> StoreOutcome:
-        info = await staged.finish()
-        record = await to_thread.run_sync(
-            extract, staged.path, info, self._threshold, limiter=self._limiter
-        )
+        record = await self._extract(staged)
         study = record.study.study_instance_uid
         if expected_study is not None and study != expected_study:
             raise _Rejected(
@@ -157,28 +160,90 @@ class Ingestor:
             duplicate=result is AddResult.DUPLICATE,
         )
 
+    async def _extract(self, staged: StagedBlob) -> InstanceRecord:
+        """Flush the staged bytes and parse them; both at once when they are in memory."""
+        memory = staged.memory()
+        if memory is None:
+            info = await staged.finish()
+            record = await to_thread.run_sync(
+                extract, staged.path, self._threshold, limiter=self._limiter
+            )
+        else:
+            # Wait for both before going on: an abort must not race the flush.
+            flushed, parsed = await asyncio.gather(
+                staged.finish(),
+                to_thread.run_sync(extract, memory, self._threshold, limiter=self._limiter),
+                return_exceptions=True,
+            )
+            if isinstance(flushed, BaseException):
+                raise flushed
+            if isinstance(parsed, BaseException):
+                raise parsed
+            info, record = flushed, parsed
+        key = InstanceKey(
+            record.study.study_instance_uid,
+            record.series.series_instance_uid,
+            record.sop_instance_uid,
+        )
+        return replace(
+            record, blob_key=blob_key(key, info.sha256), size=info.size, sha256=info.sha256
+        )
+
     async def store_file(self, path: Path) -> StoreOutcome:
         """Store a file from the local filesystem (the `import` command)."""
-        staged = self.blobs.stage()
+        incoming = self.receive()
         try:
             with open(path, "rb") as f:  # noqa: ASYNC230 - reads go to a thread below
                 while chunk := await to_thread.run_sync(f.read, _CHUNK):
-                    await staged.write(chunk)
+                    await incoming.write(chunk)
         except BaseException:
-            await staged.abort()
+            await incoming.abort()
             raise
-        return await self.store(staged)
+        return await self.store(incoming)
 
 
-def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRecord:
-    """Parse the header of a staged Part 10 file and build its index record (CPU work).
+class Incoming:
+    """The bytes of one instance as they arrive, on their way into a staged blob.
 
-    A file that starts with its file meta but lacks the 128-byte preamble and "DICM"
-    prefix (pydicom writes such files from data sets made in memory) gets them added,
-    so that every stored file is a complete PS3.10 file.
+    A data set that starts with its file meta but lacks the 128-byte preamble and
+    "DICM" prefix (pydicom writes data sets made in memory so) gets them, so that every
+    stored file is a complete PS3.10 file.
     """
-    info = _add_missing_preamble(path) or info
-    with open(path, "rb") as fp:
+
+    def __init__(self, staged: StagedBlob) -> None:
+        self.staged = staged
+        self._head: bytearray | None = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        if self._head is None:
+            await self.staged.write(chunk)
+            return
+        self._head += chunk
+        if len(self._head) >= len(_PREAMBLE):
+            await self.close()
+
+    async def abort(self) -> None:
+        """Drop what was received."""
+        self._head = None
+        await self.staged.abort()
+
+    async def close(self) -> None:
+        """Pass on what is held back; called once all bytes were written."""
+        if self._head is None:
+            return
+        head = bytes(self._head)
+        self._head = None
+        if head[128:132] != b"DICM" and head[:2] == b"\x02\x00":
+            await self.staged.write(_PREAMBLE)
+        await self.staged.write(head)
+
+
+def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
+    """Parse the header of a PS3.10 file and build its index record (CPU work).
+
+    The record's blob key, size and hash are left empty: the caller knows them.
+    """
+    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fp:
         ds = _read_header(fp)
         sop_class = _text(ds, "SOPClassUID")
         sop_instance = _text(ds, "SOPInstanceUID")
@@ -246,9 +311,9 @@ def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRec
         number_of_frames=number_of_frames,
         rows=_integer(ds, "Rows"),
         columns=_integer(ds, "Columns"),
-        blob_key=blob_key(key, info.sha256),
-        size=info.size,
-        sha256=info.sha256,
+        blob_key="",
+        size=0,
+        sha256="",
         frames=None if frames is None else _frames_json(frames),
         metadata=metadata,
         bulkdata=bulkdata,
@@ -256,27 +321,6 @@ def extract(path: Path, info: BlobInfo, bulk_data_threshold: int) -> InstanceRec
 
 
 _PREAMBLE = bytes(128) + b"DICM"
-
-
-def _add_missing_preamble(path: Path) -> BlobInfo | None:
-    """Prefix the preamble if the file starts with a group 0002 element; return the new info."""
-    with open(path, "rb") as f:
-        start = f.read(132)
-    if start[128:132] == b"DICM" or start[:2] != b"\x02\x00":
-        return None
-    digest = hashlib.sha256(_PREAMBLE)
-    size = len(_PREAMBLE)
-    fixed = path.with_name(path.name + ".preamble")
-    with open(path, "rb") as src, open(fixed, "wb") as dst:
-        dst.write(_PREAMBLE)
-        while chunk := src.read(_CHUNK):
-            dst.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    fixed.replace(path)
-    return BlobInfo(size=size, sha256=digest.hexdigest())
 
 
 def blob_key(key: InstanceKey, sha256: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -12,12 +13,11 @@ from starlette.responses import Response
 from dicomweb.dicomxml import json_to_xml
 from dicomweb.errors import BadRequest, PayloadTooLarge
 from dicomweb.errors import UnsupportedMediaType as UnsupportedMediaTypeError
-from dicomweb.ingest import Ingestor, StoreOutcome
+from dicomweb.ingest import Incoming, Ingestor, StoreOutcome
 from dicomweb.multipart import MalformedMultipart, PartHeaders, parse_content_type, read_related
 from dicomweb.negotiation import DICOM_XML, response_media_type
 from dicomweb.resources import service_url, study_path, validate_uid
 from dicomweb.status import MEANINGS, Status
-from dicomweb.storage import StagedBlob
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ _SYNTAX_FAILURES = frozenset(
     {Status.CANNOT_UNDERSTAND, Status.TRUNCATED_DATA_SET, Status.UNSUPPORTED_MEDIA_TYPE_PART}
 )
 _MAX_WARNING_HEADERS = 20
+# Parts of one request stored at the same time; each holds at most 1 MiB in memory.
+PARTS_IN_FLIGHT = 4
 
 
 async def store_instances(request: Request) -> Response:
@@ -82,9 +84,27 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 async def _store_parts(
     ingestor: Ingestor, body: AsyncIterator[bytes], boundary: str, study: str | None
 ) -> list[StoreOutcome]:
-    """Store each part as it arrives; a failed part does not stop the ones after it."""
-    outcomes: list[StoreOutcome] = []
-    staged: StagedBlob | None = None
+    """Store each part as it arrives; a failed part does not stop the ones after it.
+
+    A complete part is stored while the next one is read, up to PARTS_IN_FLIGHT at a
+    time, so parsing, hashing and writing of several instances overlap and their index
+    rows share transactions. Outcomes keep the order of the parts.
+    """
+    slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
+    pending: list[asyncio.Future[StoreOutcome]] = []
+
+    async def store(incoming: Incoming) -> StoreOutcome:
+        try:
+            return await ingestor.store(incoming, expected_study=study)
+        finally:
+            slots.release()
+
+    def done(outcome: StoreOutcome) -> None:
+        future: asyncio.Future[StoreOutcome] = asyncio.get_running_loop().create_future()
+        future.set_result(outcome)
+        pending.append(future)
+
+    incoming: Incoming | None = None
     skipping: Status | None = None
     try:
         async for event in read_related(body, boundary):
@@ -92,30 +112,34 @@ async def _store_parts(
                 if event.content_type not in (None, DICOM):
                     skipping = Status.UNSUPPORTED_MEDIA_TYPE_PART
                 else:
-                    staged = ingestor.blobs.stage()
+                    incoming = ingestor.receive()
             elif event is None:
-                if staged is not None:
-                    outcomes.append(await ingestor.store(staged, expected_study=study))
-                    staged = None
+                if incoming is not None:
+                    await slots.acquire()
+                    pending.append(asyncio.create_task(store(incoming)))
+                    incoming = None
                 elif skipping is not None:
-                    outcomes.append(StoreOutcome(skipping, MEANINGS[skipping]))
+                    done(StoreOutcome(skipping, MEANINGS[skipping]))
                     skipping = None
-            elif staged is not None:
-                await staged.write(event)
+            elif incoming is not None:
+                await incoming.write(event)
     except (MalformedMultipart, PayloadTooLarge) as exc:
-        if staged is not None:
-            await staged.abort()
+        if incoming is not None:
+            await incoming.abort()
+        outcomes = list(await asyncio.gather(*pending))
         # With nothing to report per instance, the request as a whole failed.
         nothing_stored = not any(o.stored for o in outcomes)
         if isinstance(exc, PayloadTooLarge) and nothing_stored:
             raise
-        if not outcomes and staged is None:
+        if not outcomes and incoming is None:
             raise
-        outcomes.append(StoreOutcome(exc.dicom_status, exc.detail))
+        return [*outcomes, StoreOutcome(exc.dicom_status, exc.detail)]
     except BaseException:
-        if staged is not None:
-            await staged.abort()
+        if incoming is not None:
+            await incoming.abort()
+        # Parts already complete are stored all the same; the client is gone.
         raise
+    outcomes = list(await asyncio.gather(*pending))
     if not outcomes:
         raise BadRequest("the multipart body has no parts")
     return outcomes

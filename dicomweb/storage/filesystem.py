@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from anyio import to_thread
 
@@ -25,6 +25,7 @@ from dicomweb.storage.base import BlobInfo, SweepReport
 # that nothing outside the blob tree can ever be named.
 _KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]*(/[0-9A-Za-z_-][0-9A-Za-z._-]*)*")
 _BUFFER = 1 << 20
+_ALIGN = 4096
 _SWEEP_BATCH = 500
 
 
@@ -42,16 +43,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Buffers:
+    """A few page-aligned 1 MiB buffers, reused: O_DIRECT needs aligned memory, and
+    fresh anonymous memory costs a page fault per 4 KiB."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._free: list[mmap.mmap] = []
+        self._keep = keep
+
+    def take(self) -> mmap.mmap:
+        return self._free.pop() if self._free else mmap.mmap(-1, _BUFFER)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        if len(self._free) < self._keep:
+            self._free.append(buffer)
+        else:
+            buffer.close()
+
+
 class FilesystemStagedBlob:
-    """A staging file; writes are buffered and handed to a thread a megabyte at a time."""
+    """A staging file, written a megabyte at a time from an aligned buffer in a thread.
+
+    The page cache is bypassed where the filesystem allows it (O_DIRECT): a blob is
+    written once and read rarely, and filling the page cache with new pages costs
+    more CPU than the write itself. A blob that fits the buffer stays readable from
+    memory until commit, so ingest parses it without reading the file back.
+    """
 
     def __init__(self, store: FilesystemBlobStore) -> None:
         self._store = store
         self._path = store.tmp_dir / f"{uuid.uuid4().hex}.part"
-        self._file: BinaryIO | None = None
-        self._buffer = bytearray()
+        self._fd: int | None = None
+        self._direct = store.direct_io
+        self._buffer: mmap.mmap | None = store.buffers.take()
+        self._fill = 0
         self._hash = hashlib.sha256()
         self._size = 0
+        self._flushed = False
         self._info: BlobInfo | None = None
         self._done = False
 
@@ -59,36 +87,76 @@ class FilesystemStagedBlob:
     def path(self) -> Path:
         return self._path
 
+    def memory(self) -> bytes | None:
+        """All the blob's bytes if they are still only in memory, else None."""
+        if self._flushed or self._buffer is None:
+            return None
+        return self._buffer[: self._fill]
+
     async def write(self, chunk: bytes) -> None:
-        if self._info is not None or self._done:
+        if self._info is not None or self._done or self._buffer is None:
             raise RuntimeError("write after finish")
-        self._buffer += chunk
-        if len(self._buffer) >= _BUFFER:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            await to_thread.run_sync(self._write_sync, data)
+        view = memoryview(chunk)
+        while view:
+            room = _BUFFER - self._fill
+            take = min(room, len(view))
+            self._buffer[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            view = view[take:]
+            if self._fill == _BUFFER:
+                await to_thread.run_sync(self._flush_sync, False)
 
-    def _write_sync(self, data: bytes) -> None:
-        if self._file is None:
-            self._file = open(self._path, "xb")  # noqa: SIM115 - closed in finish/abort
-        self._file.write(data)
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        if self._direct:
+            try:
+                return os.open(self._path, flags | os.O_DIRECT, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # tmpfs and some network filesystems refuse O_DIRECT.
+                self._store.direct_io = self._direct = False
+        return os.open(self._path, flags, 0o644)
+
+    def _flush_sync(self, final: bool) -> None:
+        assert self._buffer is not None
+        if self._fd is None:
+            self._fd = self._open()
+        data = memoryview(self._buffer)[: self._fill]
         self._hash.update(data)
-        self._size += len(data)
+        if self._direct and final and self._fill % _ALIGN:
+            # O_DIRECT writes whole blocks: pad the tail, then cut the file to size.
+            padded = -(-self._fill // _ALIGN) * _ALIGN
+            self._buffer[self._fill : padded] = bytes(padded - self._fill)
+            _write_all(self._fd, memoryview(self._buffer)[:padded])
+            os.ftruncate(self._fd, self._size + self._fill)
+        else:
+            _write_all(self._fd, data)
+        data.release()
+        self._size += self._fill
+        self._fill = 0
+        if not final:
+            self._flushed = True
 
-    def _finish_sync(self, data: bytes) -> BlobInfo:
-        self._write_sync(data)
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+    def _finish_sync(self) -> BlobInfo:
+        self._flush_sync(True)
+        assert self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         return BlobInfo(size=self._size, sha256=self._hash.hexdigest())
 
     async def finish(self) -> BlobInfo:
         if self._info is None:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            self._info = await to_thread.run_sync(self._finish_sync, data)
+            if self._done:
+                raise RuntimeError("finish after abort")
+            self._info = await to_thread.run_sync(self._finish_sync)
         return self._info
+
+    def _release(self) -> None:
+        if self._buffer is not None:
+            self._store.buffers.give(self._buffer)
+            self._buffer = None
 
     def _commit_sync(self, key: str) -> bool:
         target = self._store.blob_path(key)
@@ -115,31 +183,40 @@ class FilesystemStagedBlob:
         if self._done:
             raise RuntimeError("commit after abort or commit")
         await self.finish()
-        created = await to_thread.run_sync(self._commit_sync, key)
         self._done = True
-        return created
+        self._release()
+        return await to_thread.run_sync(self._commit_sync, key)
 
     def _abort_sync(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         if not self._done:
             self._done = True
-            self._buffer.clear()
+            self._release()
             await to_thread.run_sync(self._abort_sync)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
 
 
 class FilesystemBlobStore:
     """Blobs as files below one root directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct_io: bool = True) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
         self.blob_dir = root / "blobs"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.buffers = _Buffers()
+        self.direct_io = direct_io
 
     def blob_path(self, key: str) -> Path:
         """The file of the blob `key`."""
