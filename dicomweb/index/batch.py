@@ -68,6 +68,8 @@ def _series_key(r: InstanceRecord) -> Key:
 
 
 def _add_new(conn: Connection, dialect: str, added: list[InstanceRecord], now: datetime) -> None:
+    if _add_to_existing_series(conn, added, now):
+        return
     # The first record of a patient, study or series gives its attributes.
     first: dict[tuple[str, Key], InstanceRecord] = {}
     for r in added:
@@ -135,6 +137,48 @@ def _add_new(conn: Connection, dialect: str, added: list[InstanceRecord], now: d
         {pk: {"modalities_in_study": modalities[pk], "updated_at": now} for pk in study_delta},
     )
     _increment(conn, schema.patient, patient_delta, {})
+
+
+def _add_to_existing_series(
+    conn: Connection, added: list[InstanceRecord], now: datetime
+) -> bool:
+    """The common case, more instances of series already indexed: no row to create and
+    no modality to add, so three counter updates follow the inserts. False if any
+    series is new."""
+    wanted = sorted({r.series.series_instance_uid for r in added})
+    se, st = schema.series, schema.study
+    rows = conn.execute(
+        select(se.c.series_instance_uid, se.c.id, se.c.study_pk, st.c.patient_pk)
+        .join(st, st.c.id == se.c.study_pk)
+        .where(se.c.series_instance_uid.in_(wanted))
+    ).all()
+    if len(rows) != len(wanted):
+        return False
+    known = {row.series_instance_uid: row for row in rows}
+    conn.execute(
+        schema.instance.insert(),
+        [
+            _instance_row(
+                r,
+                known[r.series.series_instance_uid].id,
+                known[r.series.series_instance_uid].study_pk,
+                now,
+            )
+            for r in added
+        ],
+    )
+    series_delta: dict[int, dict[str, int]] = {}
+    study_delta: dict[int, dict[str, int]] = {}
+    patient_delta: dict[int, dict[str, int]] = {}
+    for r in added:
+        row = known[r.series.series_instance_uid]
+        _bump(series_delta, row.id, "number_of_instances")
+        _bump(study_delta, row.study_pk, "number_of_instances")
+        _bump(patient_delta, row.patient_pk, "number_of_instances")
+    _increment(conn, schema.series, series_delta, {})
+    _increment(conn, schema.study, study_delta, {pk: {"updated_at": now} for pk in study_delta})
+    _increment(conn, schema.patient, patient_delta, {})
+    return True
 
 
 def _patient_of(studies: _Rows, study_pk: int) -> int:
