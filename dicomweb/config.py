@@ -30,7 +30,9 @@ class Config:
     # Orphan blobs and temporary files younger than this are left alone by the start-up
     # sweep: another process (an import, a replica) may be about to index them.
     sweep_grace_seconds: float = 600.0
-    ingest_workers: int = field(default_factory=lambda: min(8, (os.cpu_count() or 2) * 2))
+    # Worker processes that parse instance headers at ingest; 0 parses in threads of the
+    # server process instead.
+    parse_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     # HTTP worker processes; each opens its own connections to the index.
     workers: int = 1
 

@@ -8,41 +8,23 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 
 from __future__ import annotations
 
-import asyncio
-import io
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
-import orjson
-import pydicom
-from anyio import CapacityLimiter, to_thread
-from pydicom import Dataset, config
-from pydicom.errors import InvalidDicomError
+from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicomweb.dicomjson import instance_json
-from dicomweb.errors import InstanceRejected, InvalidUID
 from dicomweb.index import AddResult, Index, InstanceRecord
-from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAttributes
-from dicomweb.pixels.frames import FrameLayoutError, FrameTable, locate_frames
-from dicomweb.resources import InstanceKey, is_valid_uid, validate_uid
+from dicomweb.parsing import Parser, Rejected
+from dicomweb.resources import InstanceKey
 from dicomweb.status import Status
 from dicomweb.storage import BlobStore, StagedBlob
 
 log = logging.getLogger(__name__)
 
-# What modalities send is kept as sent: invalid values are not a reason to refuse an
-# instance, and pydicom's warnings about them would only fill the log.
-config.settings.reading_validation_mode = config.IGNORE
-
-_PIXEL_TAGS = {
-    "PixelData": "7FE00010",
-    "FloatPixelData": "7FE00008",
-    "DoubleFloatPixelData": "7FE00009",
-}
 _CHUNK = 1 << 20
+_PREAMBLE = bytes(128) + b"DICM"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,31 +52,13 @@ class StoreOutcome:
         return None
 
 
-class _Rejected(InstanceRejected):
-    """A rejection that knows which instance it was about, as far as it got."""
-
-    def __init__(
-        self,
-        status: Status,
-        detail: str = "",
-        sop_class: str | None = None,
-        sop_instance: str | None = None,
-    ) -> None:
-        super().__init__(status, detail)
-        self.sop_class_uid = sop_class
-        self.sop_instance_uid = sop_instance
-
-
 class Ingestor:
     """Stores instances: blobs first, then the index."""
 
-    def __init__(
-        self, blobs: BlobStore, index: Index, *, bulk_data_threshold: int, workers: int
-    ) -> None:
+    def __init__(self, blobs: BlobStore, index: Index, parser: Parser) -> None:
         self.blobs = blobs
         self.index = index
-        self._threshold = bulk_data_threshold
-        self._limiter = CapacityLimiter(workers)
+        self.parser = parser
 
     def receive(self) -> Incoming:
         """Start receiving the bytes of one instance."""
@@ -106,7 +70,7 @@ class Ingestor:
         try:
             await incoming.close()
             return await self._store(staged, expected_study)
-        except _Rejected as exc:
+        except Rejected as exc:
             await staged.abort()
             return StoreOutcome(
                 exc.dicom_status, exc.detail, exc.sop_class_uid, exc.sop_instance_uid
@@ -123,7 +87,7 @@ class Ingestor:
         record = await self._extract(staged)
         study = record.study.study_instance_uid
         if expected_study is not None and study != expected_study:
-            raise _Rejected(
+            raise Rejected(
                 Status.STUDY_INSTANCE_UID_MISMATCH,
                 f"StudyInstanceUID {study} differs from the request's study {expected_study}",
                 record.sop_class_uid,
@@ -135,7 +99,7 @@ class Ingestor:
         except (SQLAlchemyError, OSError) as exc:
             # The committed blob has no index row; the sweep removes it.
             log.exception("indexing %s failed", record.sop_instance_uid)
-            raise _Rejected(
+            raise Rejected(
                 Status.PROCESSING_FAILURE,
                 f"the index could not record the instance ({type(exc).__name__})",
                 record.sop_class_uid,
@@ -144,7 +108,7 @@ class Ingestor:
         if result is AddResult.CONFLICT:
             if created:
                 await self.blobs.delete(record.blob_key)
-            raise _Rejected(
+            raise Rejected(
                 Status.DUPLICATE_SOP_INSTANCE,
                 "",
                 record.sop_class_uid,
@@ -161,25 +125,9 @@ class Ingestor:
         )
 
     async def _extract(self, staged: StagedBlob) -> InstanceRecord:
-        """Flush the staged bytes and parse them; both at once when they are in memory."""
-        memory = staged.memory()
-        if memory is None:
-            info = await staged.finish()
-            record = await to_thread.run_sync(
-                extract, staged.path, self._threshold, limiter=self._limiter
-            )
-        else:
-            # Wait for both before going on: an abort must not race the flush.
-            flushed, parsed = await asyncio.gather(
-                staged.finish(),
-                to_thread.run_sync(extract, memory, self._threshold, limiter=self._limiter),
-                return_exceptions=True,
-            )
-            if isinstance(flushed, BaseException):
-                raise flushed
-            if isinstance(parsed, BaseException):
-                raise parsed
-            info, record = flushed, parsed
+        """Flush the staged bytes, parse the file, and fill in where it will be kept."""
+        info = await staged.finish()
+        record = await self.parser.parse(staged.path)
         key = InstanceKey(
             record.study.study_instance_uid,
             record.series.series_instance_uid,
@@ -238,91 +186,6 @@ class Incoming:
         await self.staged.write(head)
 
 
-def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
-    """Parse the header of a PS3.10 file and build its index record (CPU work).
-
-    The record's blob key, size and hash are left empty: the caller knows them.
-    """
-    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fp:
-        ds = _read_header(fp)
-        sop_class = _text(ds, "SOPClassUID")
-        sop_instance = _text(ds, "SOPInstanceUID")
-
-        def reject(status: Status, detail: str) -> _Rejected:
-            return _Rejected(
-                status,
-                detail,
-                sop_class if sop_class and is_valid_uid(sop_class) else None,
-                sop_instance if sop_instance and is_valid_uid(sop_instance) else None,
-            )
-
-        try:
-            key = InstanceKey(
-                _text(ds, "StudyInstanceUID") or "",
-                _text(ds, "SeriesInstanceUID") or "",
-                sop_instance or "",
-            )
-            validate_uid(sop_class, "SOPClassUID")
-            transfer_syntax = validate_uid(
-                _text(ds.file_meta, "TransferSyntaxUID"), "TransferSyntaxUID"
-            )
-        except InvalidUID as exc:
-            raise reject(Status.INVALID_UID, exc.detail) from None
-        try:
-            frames = locate_frames(fp, ds)
-        except FrameLayoutError as exc:
-            raise reject(Status.TRUNCATED_DATA_SET, f"pixel data: {exc}") from None
-    assert sop_class is not None
-    number_of_frames = _number_of_frames(ds, frames)
-    metadata, bulkdata = instance_json(
-        ds, key.path, bulk_data_threshold, _pixel_element(ds, frames)
-    )
-    return InstanceRecord(
-        patient=PatientAttributes(
-            patient_id=_text(ds, "PatientID") or "",
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID") or "",
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
-        ),
-        study=StudyAttributes(
-            study_instance_uid=key.study_instance_uid,
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
-        ),
-        series=SeriesAttributes(
-            series_instance_uid=key.series_instance_uid,
-            modality=_text(ds, "Modality"),
-            series_number=_integer(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            series_date=_text(ds, "SeriesDate"),
-            series_time=_text(ds, "SeriesTime"),
-            performed_procedure_step_start_date=_text(ds, "PerformedProcedureStepStartDate"),
-            performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime"),
-        ),
-        sop_instance_uid=key.sop_instance_uid,
-        sop_class_uid=sop_class,
-        instance_number=_integer(ds, "InstanceNumber"),
-        transfer_syntax_uid=transfer_syntax,
-        number_of_frames=number_of_frames,
-        rows=_integer(ds, "Rows"),
-        columns=_integer(ds, "Columns"),
-        blob_key="",
-        size=0,
-        sha256="",
-        frames=None if frames is None else _frames_json(frames),
-        metadata=metadata,
-        bulkdata=bulkdata,
-    )
-
-
-_PREAMBLE = bytes(128) + b"DICM"
-
-
 def blob_key(key: InstanceKey, sha256: str) -> str:
     """Where an instance's file lives: its UIDs, and its content hash so that different
     data under one SOP Instance UID never overwrites a stored file."""
@@ -330,72 +193,3 @@ def blob_key(key: InstanceKey, sha256: str) -> str:
         f"{key.study_instance_uid}/{key.series_instance_uid}/"
         f"{key.sop_instance_uid}.{sha256[:16]}.dcm"
     )
-
-
-def _read_header(fp: BinaryIO) -> Dataset:
-    try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
-    except InvalidDicomError:
-        raise _Rejected(
-            Status.CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no DICM prefix or file meta)"
-        ) from None
-    except EOFError:
-        raise _Rejected(Status.TRUNCATED_DATA_SET, "the data set ends early") from None
-    except Exception as exc:
-        # pydicom reports malformed input with many exception types; all mean the same.
-        raise _Rejected(
-            Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
-        ) from None
-    if "TransferSyntaxUID" not in ds.file_meta:
-        raise _Rejected(Status.CANNOT_UNDERSTAND, "the file meta has no TransferSyntaxUID")
-    try:
-        # Parse every element now, so a malformed value fails here and not later.
-        for elem in ds.iterall():
-            _ = elem.value
-    except Exception as exc:
-        raise _Rejected(
-            Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
-        ) from None
-    return ds
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).rstrip("\x00 ")
-
-
-def _integer(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return None if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _number_of_frames(ds: Dataset, frames: FrameTable | None) -> int:
-    if frames is not None:
-        return len(frames.frames)
-    # Frames that cannot be located (deflated data sets): an image has Rows.
-    return (_integer(ds, "NumberOfFrames") or 1) if "Rows" in ds else 0
-
-
-def _pixel_element(ds: Dataset, frames: FrameTable | None) -> tuple[str, str] | None:
-    """The (tag, VR) of the pixel data element the header parse stopped before."""
-    keyword = frames.pixel_keyword if frames is not None else "PixelData"
-    if frames is None and "Rows" not in ds:
-        return None
-    tag = _PIXEL_TAGS[keyword]
-    if keyword != "PixelData":
-        return tag, "OF" if keyword == "FloatPixelData" else "OD"
-    encapsulated = frames.encapsulated if frames is not None else False
-    if encapsulated or (_integer(ds, "BitsAllocated") or 16) <= 8:
-        return tag, "OB"
-    return tag, "OW"
-
-
-def _frames_json(frames: FrameTable) -> bytes:
-    return orjson.dumps(frames.to_json())

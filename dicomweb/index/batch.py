@@ -139,9 +139,7 @@ def _add_new(conn: Connection, dialect: str, added: list[InstanceRecord], now: d
     _increment(conn, schema.patient, patient_delta, {})
 
 
-def _add_to_existing_series(
-    conn: Connection, added: list[InstanceRecord], now: datetime
-) -> bool:
+def _add_to_existing_series(conn: Connection, added: list[InstanceRecord], now: datetime) -> bool:
     """The common case, more instances of series already indexed: no row to create and
     no modality to add, so three counter updates follow the inserts. False if any
     series is new."""

@@ -36,10 +36,6 @@ class StagedBlob(Protocol):
         """A local file holding what was written so far, for parsing before commit."""
         ...
 
-    def memory(self) -> bytes | None:
-        """All bytes written so far if they are held in memory (small blobs), else None."""
-        ...
-
     async def write(self, chunk: bytes) -> None:
         """Append bytes."""
         ...

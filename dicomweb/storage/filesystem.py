@@ -66,8 +66,7 @@ class FilesystemStagedBlob:
 
     The page cache is bypassed where the filesystem allows it (O_DIRECT): a blob is
     written once and read rarely, and filling the page cache with new pages costs
-    more CPU than the write itself. A blob that fits the buffer stays readable from
-    memory until commit, so ingest parses it without reading the file back.
+    more CPU than the write itself.
     """
 
     def __init__(self, store: FilesystemBlobStore) -> None:
@@ -79,19 +78,12 @@ class FilesystemStagedBlob:
         self._fill = 0
         self._hash = hashlib.sha256()
         self._size = 0
-        self._flushed = False
         self._info: BlobInfo | None = None
         self._done = False
 
     @property
     def path(self) -> Path:
         return self._path
-
-    def memory(self) -> bytes | None:
-        """All the blob's bytes if they are still only in memory, else None."""
-        if self._flushed or self._buffer is None:
-            return None
-        return self._buffer[: self._fill]
 
     async def write(self, chunk: bytes) -> None:
         if self._info is not None or self._done or self._buffer is None:
@@ -135,8 +127,6 @@ class FilesystemStagedBlob:
         data.release()
         self._size += self._fill
         self._fill = 0
-        if not final:
-            self._flushed = True
 
     def _finish_sync(self) -> BlobInfo:
         self._flush_sync(True)

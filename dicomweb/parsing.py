@@ -1,0 +1,257 @@
+"""Parsing a stored instance's header into its index record: CPU work, no I/O but reads.
+
+`extract` runs in worker processes (a ProcessPoolExecutor), so that the server's own
+process spends its time moving bytes; a Parser hands it files and takes records back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+import pydicom
+from anyio import CapacityLimiter, to_thread
+from pydicom import Dataset, config
+from pydicom.errors import InvalidDicomError
+
+from dicomweb.dicomjson import instance_json
+from dicomweb.errors import InstanceRejected, InvalidUID
+from dicomweb.index import InstanceRecord
+from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAttributes
+from dicomweb.pixels.frames import FrameLayoutError, FrameTable, locate_frames
+from dicomweb.resources import InstanceKey, is_valid_uid, validate_uid
+from dicomweb.status import Status
+
+# What modalities send is kept as sent: invalid values are not a reason to refuse an
+# instance, and pydicom's warnings about them would only fill the log.
+config.settings.reading_validation_mode = config.IGNORE
+
+_PIXEL_TAGS = {
+    "PixelData": "7FE00010",
+    "FloatPixelData": "7FE00008",
+    "DoubleFloatPixelData": "7FE00009",
+}
+
+
+class Rejected(InstanceRejected):
+    """A rejection that knows which instance it was about, as far as it got."""
+
+    def __init__(
+        self,
+        status: Status,
+        detail: str = "",
+        sop_class: str | None = None,
+        sop_instance: str | None = None,
+    ) -> None:
+        super().__init__(status, detail)
+        self.sop_class_uid = sop_class
+        self.sop_instance_uid = sop_instance
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A Rejected, in a form that crosses process boundaries."""
+
+    status: int
+    detail: str
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+
+
+def _extract_or_refuse(path: Path, bulk_data_threshold: int) -> InstanceRecord | _Refusal:
+    try:
+        return extract(path, bulk_data_threshold)
+    except Rejected as exc:
+        return _Refusal(int(exc.dicom_status), exc.detail, exc.sop_class_uid, exc.sop_instance_uid)
+
+
+class Parser:
+    """Runs `extract` in worker processes, or in threads when `processes` is 0."""
+
+    def __init__(self, bulk_data_threshold: int, processes: int, threads: int = 4) -> None:
+        self._threshold = bulk_data_threshold
+        self._pool: ProcessPoolExecutor | None = None
+        if processes > 0:
+            # forkserver: forking a process that runs threads is unsafe.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["dicomweb.parsing"])
+            self._pool = ProcessPoolExecutor(processes, mp_context=context)
+        self._limiter = CapacityLimiter(threads)
+
+    async def parse(self, path: Path) -> InstanceRecord:
+        """The record of the PS3.10 file at `path`; raises Rejected for bad data."""
+        if self._pool is None:
+            result = await to_thread.run_sync(
+                _extract_or_refuse, path, self._threshold, limiter=self._limiter
+            )
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._pool, _extract_or_refuse, path, self._threshold
+            )
+        if isinstance(result, _Refusal):
+            raise Rejected(
+                Status(result.status), result.detail, result.sop_class_uid, result.sop_instance_uid
+            )
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
+    """Parse the header of a PS3.10 file and build its index record (CPU work).
+
+    The record's blob key, size and hash are left empty: the caller knows them.
+    """
+    with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fp:
+        ds = _read_header(fp)
+        sop_class = _text(ds, "SOPClassUID")
+        sop_instance = _text(ds, "SOPInstanceUID")
+
+        def reject(status: Status, detail: str) -> Rejected:
+            return Rejected(
+                status,
+                detail,
+                sop_class if sop_class and is_valid_uid(sop_class) else None,
+                sop_instance if sop_instance and is_valid_uid(sop_instance) else None,
+            )
+
+        try:
+            key = InstanceKey(
+                _text(ds, "StudyInstanceUID") or "",
+                _text(ds, "SeriesInstanceUID") or "",
+                sop_instance or "",
+            )
+            validate_uid(sop_class, "SOPClassUID")
+            transfer_syntax = validate_uid(
+                _text(ds.file_meta, "TransferSyntaxUID"), "TransferSyntaxUID"
+            )
+        except InvalidUID as exc:
+            raise reject(Status.INVALID_UID, exc.detail) from None
+        try:
+            frames = locate_frames(fp, ds)
+        except FrameLayoutError as exc:
+            raise reject(Status.TRUNCATED_DATA_SET, f"pixel data: {exc}") from None
+    assert sop_class is not None
+    number_of_frames = _number_of_frames(ds, frames)
+    metadata, bulkdata = instance_json(
+        ds, key.path, bulk_data_threshold, _pixel_element(ds, frames)
+    )
+    return InstanceRecord(
+        patient=PatientAttributes(
+            patient_id=_text(ds, "PatientID") or "",
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID") or "",
+            patient_name=_text(ds, "PatientName"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
+            patient_sex=_text(ds, "PatientSex"),
+        ),
+        study=StudyAttributes(
+            study_instance_uid=key.study_instance_uid,
+            study_date=_text(ds, "StudyDate"),
+            study_time=_text(ds, "StudyTime"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID"),
+            study_description=_text(ds, "StudyDescription"),
+            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+        ),
+        series=SeriesAttributes(
+            series_instance_uid=key.series_instance_uid,
+            modality=_text(ds, "Modality"),
+            series_number=_integer(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription"),
+            series_date=_text(ds, "SeriesDate"),
+            series_time=_text(ds, "SeriesTime"),
+            performed_procedure_step_start_date=_text(ds, "PerformedProcedureStepStartDate"),
+            performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime"),
+        ),
+        sop_instance_uid=key.sop_instance_uid,
+        sop_class_uid=sop_class,
+        instance_number=_integer(ds, "InstanceNumber"),
+        transfer_syntax_uid=transfer_syntax,
+        number_of_frames=number_of_frames,
+        rows=_integer(ds, "Rows"),
+        columns=_integer(ds, "Columns"),
+        blob_key="",
+        size=0,
+        sha256="",
+        frames=None if frames is None else _frames_json(frames),
+        metadata=metadata,
+        bulkdata=bulkdata,
+    )
+
+
+def _read_header(fp: BinaryIO) -> Dataset:
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise Rejected(
+            Status.CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no DICM prefix or file meta)"
+        ) from None
+    except EOFError:
+        raise Rejected(Status.TRUNCATED_DATA_SET, "the data set ends early") from None
+    except Exception as exc:
+        # pydicom reports malformed input with many exception types; all mean the same.
+        raise Rejected(
+            Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
+        ) from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise Rejected(Status.CANNOT_UNDERSTAND, "the file meta has no TransferSyntaxUID")
+    try:
+        # Parse every element now, so a malformed value fails here and not later.
+        for elem in ds.iterall():
+            _ = elem.value
+    except Exception as exc:
+        raise Rejected(
+            Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
+        ) from None
+    return ds
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).rstrip("\x00 ")
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _number_of_frames(ds: Dataset, frames: FrameTable | None) -> int:
+    if frames is not None:
+        return len(frames.frames)
+    # Frames that cannot be located (deflated data sets): an image has Rows.
+    return (_integer(ds, "NumberOfFrames") or 1) if "Rows" in ds else 0
+
+
+def _pixel_element(ds: Dataset, frames: FrameTable | None) -> tuple[str, str] | None:
+    """The (tag, VR) of the pixel data element the header parse stopped before."""
+    keyword = frames.pixel_keyword if frames is not None else "PixelData"
+    if frames is None and "Rows" not in ds:
+        return None
+    tag = _PIXEL_TAGS[keyword]
+    if keyword != "PixelData":
+        return tag, "OF" if keyword == "FloatPixelData" else "OD"
+    encapsulated = frames.encapsulated if frames is not None else False
+    if encapsulated or (_integer(ds, "BitsAllocated") or 16) <= 8:
+        return tag, "OB"
+    return tag, "OW"
+
+
+def _frames_json(frames: FrameTable) -> bytes:
+    return orjson.dumps(frames.to_json())
