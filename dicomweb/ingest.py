@@ -166,9 +166,19 @@ class Incoming:
         if self._head is None:
             await self.staged.write(chunk)
             return
+        if not self._head and len(chunk) >= len(_PREAMBLE):
+            # The usual case: the first chunk is long enough to decide on.
+            self._head = None
+            await self._begin(chunk)
+            return
         self._head += chunk
         if len(self._head) >= len(_PREAMBLE):
             await self.close()
+
+    async def _begin(self, head: bytes) -> None:
+        if head[128:132] != b"DICM" and head[:2] == b"\x02\x00":
+            await self.staged.write(_PREAMBLE)
+        await self.staged.write(head)
 
     async def abort(self) -> None:
         """Drop what was received."""
@@ -181,9 +191,7 @@ class Incoming:
             return
         head = bytes(self._head)
         self._head = None
-        if head[128:132] != b"DICM" and head[:2] == b"\x02\x00":
-            await self.staged.write(_PREAMBLE)
-        await self.staged.write(head)
+        await self._begin(head)
 
 
 def blob_key(key: InstanceKey, sha256: str) -> str:

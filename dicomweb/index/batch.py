@@ -8,6 +8,7 @@ SELECT ... FOR UPDATE in key order, which orders concurrent writers on PostgreSQ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,26 +33,104 @@ class _Rows:
     values: dict[Key, dict[str, Any]] = field(default_factory=dict)
 
 
-def add_batch(conn: Connection, records: Sequence[InstanceRecord]) -> list[AddResult]:
+class SeriesCache:
+    """Primary keys of series already indexed, so that most batches skip looking them up.
+
+    Rows are never deleted in this version; a stale entry would fail the instance insert
+    on its foreign key, and the caller clears the cache before trying again.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._rows: dict[str, tuple[int, int, int]] = {}
+
+    def get(self, series_instance_uid: str) -> tuple[int, int, int] | None:
+        """(series, study, patient) primary keys."""
+        return self._rows.get(series_instance_uid)
+
+    def put(self, series_instance_uid: str, keys: tuple[int, int, int]) -> None:
+        if len(self._rows) >= self._capacity:
+            self._rows.pop(next(iter(self._rows)))
+        self._rows[series_instance_uid] = keys
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+def add_batch(
+    conn: Connection, records: Sequence[InstanceRecord], cache: SeriesCache
+) -> list[AddResult]:
     """Index `records` and update the aggregates; one result per record, in order."""
+    now = datetime.now(UTC)
+    known = {r.series.series_instance_uid: cache.get(r.series.series_instance_uid) for r in records}
+    if all(keys is not None for keys in known.values()):
+        return _add_to_known_series(conn, records, known, now)  # type: ignore[arg-type]
     rows = conn.execute(
         select(schema.instance.c.sop_instance_uid, schema.instance.c.sha256).where(
             schema.instance.c.sop_instance_uid.in_(sorted({r.sop_instance_uid for r in records}))
         )
     )
-    known = {row.sop_instance_uid: row.sha256 for row in rows}
+    stored = {row.sop_instance_uid: row.sha256 for row in rows}
     results: list[AddResult] = []
     added: list[InstanceRecord] = []
     for r in records:
-        sha = known.get(r.sop_instance_uid)
+        sha = stored.get(r.sop_instance_uid)
         if sha is None:
-            known[r.sop_instance_uid] = r.sha256
+            stored[r.sop_instance_uid] = r.sha256
             added.append(r)
             results.append(AddResult.ADDED)
         else:
             results.append(AddResult.DUPLICATE if sha == r.sha256 else AddResult.CONFLICT)
     if added:
-        _add_new(conn, conn.dialect.name, added, datetime.now(UTC))
+        _add_new(conn, conn.dialect.name, added, now, cache)
+    return results
+
+
+def _add_to_known_series(
+    conn: Connection,
+    records: Sequence[InstanceRecord],
+    known: dict[str, tuple[int, int, int]],
+    now: datetime,
+) -> list[AddResult]:
+    """The common case: more instances of series indexed before. Insert what is new,
+    then three counter updates; no row to create and no modality to add."""
+    inserted = {
+        row.sop_instance_uid
+        for row in conn.execute(
+            _insert_new_instances(conn.dialect.name),
+            [_instance_row(r, *known[r.series.series_instance_uid][:2], now) for r in records],
+        )
+    }
+    missing = sorted({r.sop_instance_uid for r in records} - inserted)
+    stored: dict[str, str] = {}
+    if missing:
+        rows = conn.execute(
+            select(schema.instance.c.sop_instance_uid, schema.instance.c.sha256).where(
+                schema.instance.c.sop_instance_uid.in_(missing)
+            )
+        )
+        stored = {row.sop_instance_uid: row.sha256 for row in rows}
+    results: list[AddResult] = []
+    added: list[InstanceRecord] = []
+    for r in records:
+        uid = r.sop_instance_uid
+        if uid in inserted and uid not in stored:
+            stored[uid] = r.sha256
+            added.append(r)
+            results.append(AddResult.ADDED)
+        else:
+            results.append(AddResult.DUPLICATE if stored[uid] == r.sha256 else AddResult.CONFLICT)
+    series_delta: dict[int, dict[str, int]] = {}
+    study_delta: dict[int, dict[str, int]] = {}
+    patient_delta: dict[int, dict[str, int]] = {}
+    for r in added:
+        series_pk, study_pk, patient_pk = known[r.series.series_instance_uid]
+        _bump(series_delta, series_pk, "number_of_instances")
+        _bump(study_delta, study_pk, "number_of_instances")
+        _bump(patient_delta, patient_pk, "number_of_instances")
+    _increment(conn, schema.series, series_delta, {})
+    _increment(conn, schema.study, study_delta, {pk: {"updated_at": now} for pk in study_delta})
+    _increment(conn, schema.patient, patient_delta, {})
     return results
 
 
@@ -67,9 +146,13 @@ def _series_key(r: InstanceRecord) -> Key:
     return (r.series.series_instance_uid,)
 
 
-def _add_new(conn: Connection, dialect: str, added: list[InstanceRecord], now: datetime) -> None:
-    if _add_to_existing_series(conn, added, now):
-        return
+def _add_new(
+    conn: Connection,
+    dialect: str,
+    added: list[InstanceRecord],
+    now: datetime,
+    cache: SeriesCache,
+) -> None:
     # The first record of a patient, study or series gives its attributes.
     first: dict[tuple[str, Key], InstanceRecord] = {}
     for r in added:
@@ -137,46 +220,9 @@ def _add_new(conn: Connection, dialect: str, added: list[InstanceRecord], now: d
         {pk: {"modalities_in_study": modalities[pk], "updated_at": now} for pk in study_delta},
     )
     _increment(conn, schema.patient, patient_delta, {})
-
-
-def _add_to_existing_series(conn: Connection, added: list[InstanceRecord], now: datetime) -> bool:
-    """The common case, more instances of series already indexed: no row to create and
-    no modality to add, so three counter updates follow the inserts. False if any
-    series is new."""
-    wanted = sorted({r.series.series_instance_uid for r in added})
-    se, st = schema.series, schema.study
-    rows = conn.execute(
-        select(se.c.series_instance_uid, se.c.id, se.c.study_pk, st.c.patient_pk)
-        .join(st, st.c.id == se.c.study_pk)
-        .where(se.c.series_instance_uid.in_(wanted))
-    ).all()
-    if len(rows) != len(wanted):
-        return False
-    known = {row.series_instance_uid: row for row in rows}
-    conn.execute(
-        schema.instance.insert(),
-        [
-            _instance_row(
-                r,
-                known[r.series.series_instance_uid].id,
-                known[r.series.series_instance_uid].study_pk,
-                now,
-            )
-            for r in added
-        ],
-    )
-    series_delta: dict[int, dict[str, int]] = {}
-    study_delta: dict[int, dict[str, int]] = {}
-    patient_delta: dict[int, dict[str, int]] = {}
-    for r in added:
-        row = known[r.series.series_instance_uid]
-        _bump(series_delta, row.id, "number_of_instances")
-        _bump(study_delta, row.study_pk, "number_of_instances")
-        _bump(patient_delta, row.patient_pk, "number_of_instances")
-    _increment(conn, schema.series, series_delta, {})
-    _increment(conn, schema.study, study_delta, {pk: {"updated_at": now} for pk in study_delta})
-    _increment(conn, schema.patient, patient_delta, {})
-    return True
+    for key, series_pk in series.ids.items():
+        study_pk = int(series.values[key]["study_pk"])
+        cache.put(key[0], (series_pk, study_pk, _patient_of(studies, study_pk)))
 
 
 def _patient_of(studies: _Rows, study_pk: int) -> int:
@@ -207,15 +253,29 @@ def _increment(
         params.update({f"v_{c}": assign[pk][c] for c in values})
         shapes.setdefault((counters, values), []).append(params)
     for (counters, values), params_list in shapes.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("pk"))
-            .values(
-                {c: table.c[c] + bindparam(f"d_{c}") for c in counters}
-                | {c: bindparam(f"v_{c}") for c in values}
-            )
+        conn.execute(_update_statement(table, counters, values), params_list)
+
+
+@functools.cache
+def _insert_new_instances(dialect: str) -> Any:
+    return (
+        insert(dialect, schema.instance)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(schema.instance.c.sop_instance_uid)
+    )
+
+
+@functools.cache
+def _update_statement(table: Table, counters: tuple[str, ...], values: tuple[str, ...]) -> Any:
+    # Built once per shape: constructing statements costs more than running them.
+    return (
+        update(table)
+        .where(table.c.id == bindparam("pk"))
+        .values(
+            {c: table.c[c] + bindparam(f"d_{c}") for c in counters}
+            | {c: bindparam(f"v_{c}") for c in values}
         )
-        conn.execute(statement, params_list)
+    )
 
 
 def _get_or_create(

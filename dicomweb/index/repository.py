@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomweb.index import schema
-from dicomweb.index.batch import add_batch
+from dicomweb.index.batch import SeriesCache, add_batch
 from dicomweb.index.engine import Writer, create_engines, migrate
 from dicomweb.index.records import AddResult, InstanceRecord
 
@@ -61,6 +61,7 @@ class Index:
         self.dialect = reader.dialect.name
         self._pending: list[tuple[InstanceRecord, asyncio.Future[AddResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._series = SeriesCache()
 
     @classmethod
     async def open(cls, url: str) -> Index:
@@ -116,8 +117,9 @@ class Index:
         """Index `records` in one transaction; one result per record, in order."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._writer.run(add_batch, records)
+                return await self._writer.run(add_batch, records, self._series)
             except (IntegrityError, OperationalError) as exc:
+                self._series.clear()
                 # A unique-key race or a deadlock with another writer on PostgreSQL, or
                 # a busy database file held by another process on SQLite: try again.
                 if attempt == _ATTEMPTS:
