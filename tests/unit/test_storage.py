@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -18,9 +19,10 @@ KEY = "studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> FilesystemBlobStore:
-    return FilesystemBlobStore(tmp_path / "store")
+@pytest.fixture(params=[True, False], ids=["direct-io", "page-cache"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> FilesystemBlobStore:
+    """The store with O_DIRECT writes (where the filesystem allows) and without."""
+    return FilesystemBlobStore(tmp_path / "store", direct_io=request.param)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -392,3 +394,24 @@ async def test_commit_after_abort_publishes_nothing(store: FilesystemBlobStore) 
     with pytest.raises(RuntimeError):
         await staged.commit(KEY)
     assert files_under(store.blob_dir) == []
+
+
+async def test_falls_back_where_direct_io_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filesystems that refuse O_DIRECT (EINVAL) get writes through the page cache."""
+    real_open = os.open
+
+    def refusing_open(path: str, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    store = FilesystemBlobStore(tmp_path)
+    staged = store.stage()
+    data = payload(3 * 1024 * 1024 + 17)
+    await staged.write(data)
+    assert await staged.commit("a/b.dcm") is True
+    assert store.blob_path("a/b.dcm").read_bytes() == data
+    assert store.direct_io is False
