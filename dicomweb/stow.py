@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
@@ -11,15 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicomweb.dicomxml import json_to_xml
-from dicomweb.errors import BadRequest, PayloadTooLarge
-from dicomweb.errors import UnsupportedMediaType as UnsupportedMediaTypeError
+from dicomweb.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.ingest import Incoming, Ingestor, StoreOutcome
 from dicomweb.multipart import MalformedMultipart, PartHeaders, parse_content_type, read_related
 from dicomweb.negotiation import DICOM_XML, response_media_type
 from dicomweb.resources import service_url, study_path, validate_uid
 from dicomweb.status import MEANINGS, Status
-
-log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 # Failures that mean the request's content was not understood; only these make a 400.
@@ -54,15 +50,15 @@ async def store_instances(request: Request) -> Response:
 
 def _boundary(content_type: str | None) -> str:
     if not content_type:
-        raise UnsupportedMediaTypeError("Content-Type is missing; send multipart/related")
+        raise UnsupportedMediaType("Content-Type is missing; send multipart/related")
     media_type, params = parse_content_type(content_type)
     if media_type != "multipart/related":
-        raise UnsupportedMediaTypeError(
+        raise UnsupportedMediaType(
             f'Content-Type {media_type!r} is not supported; send multipart/related; type="{DICOM}"'
         )
     part_type = params.get("type", DICOM).strip().lower()
     if part_type != DICOM:
-        raise UnsupportedMediaTypeError(
+        raise UnsupportedMediaType(
             f"multipart/related parts of type {part_type!r} are not supported; "
             f"this server stores {DICOM} parts"
         )
