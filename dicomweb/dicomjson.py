@@ -15,21 +15,35 @@ BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 BulkLocations = dict[str, list[int] | None]
 
 
+def raw_positions(ds: Dataset) -> dict[int, list[int]]:
+    """[value offset, length] of each top-level element not decoded yet."""
+    positions: dict[int, list[int]] = {}
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes its elements
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.value_tell is not None:
+            positions[int(tag)] = [raw.value_tell, raw.length]
+    return positions
+
+
 def instance_json(
     ds: Dataset,
     resource_path: str,
     bulk_data_threshold: int,
     pixel_data: tuple[str, str] | None,
+    positions: dict[int, list[int]] | None = None,
 ) -> tuple[bytes, bytes]:
     """Return (metadata, bulk locations), both as JSON bytes.
 
     `resource_path` is the instance's path below the service root; BulkDataURIs are
     `<resource_path>/bulkdata/<tag>[/<item>/<tag>...]`, relative to the service root.
     `pixel_data` is (tag, VR) of the pixel data element that the header parse stopped
-    before, which is always referred to by BulkDataURI.
+    before, which is always referred to by BulkDataURI. `positions` are the elements'
+    places in the file (see raw_positions) when `ds` was decoded already.
     """
     locations: BulkLocations = {}
-    model = _dataset(ds, f"{resource_path}/bulkdata", bulk_data_threshold, locations, True)
+    if positions is None:
+        positions = raw_positions(ds)
+    model = _dataset(ds, f"{resource_path}/bulkdata", bulk_data_threshold, locations, positions)
     if pixel_data is not None:
         tag, vr = pixel_data
         model[tag] = {"vr": vr, "BulkDataURI": f"{resource_path}/bulkdata/{tag}"}
@@ -42,14 +56,12 @@ def _dataset(
     uri_prefix: str,
     threshold: int,
     locations: BulkLocations,
-    top_level: bool,
+    positions: dict[int, list[int]],
 ) -> dict[str, Any]:
+    """`positions` holds top-level elements' places; nested data sets pass none."""
     model: dict[str, Any] = {}
     for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset yields elements
-        raw = ds.get_item(tag)
-        position = None
-        if top_level and isinstance(raw, RawDataElement) and raw.value_tell is not None:
-            position = [raw.value_tell, raw.length]
+        position = positions.get(int(tag))
         elem = ds[tag]
         key = f"{tag:08X}"
         if elem.VR == "SQ":
@@ -67,7 +79,7 @@ def _sequence(
     elem: DataElement, uri_prefix: str, threshold: int, locations: BulkLocations
 ) -> dict[str, Any]:
     items = [
-        _dataset(item, f"{uri_prefix}/{number}", threshold, locations, False)
+        _dataset(item, f"{uri_prefix}/{number}", threshold, locations, {})
         for number, item in enumerate(elem.value, start=1)
     ]
     return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
