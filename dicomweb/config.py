@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ class Config:
     # Orphan blobs and temporary files younger than this are left alone by the start-up
     # sweep: another process (an import, a replica) may be about to index them.
     sweep_grace_seconds: float = 600.0
-    # Worker processes that parse instance headers at ingest; 0 parses in threads of the
-    # server process instead.
-    parse_processes: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    # Worker processes that parse instance headers at ingest. 0, the default, parses in
+    # threads of the server process: headers are small, and handing files to other
+    # processes costs more than the parse unless many cores are idle.
+    parse_processes: int = 0
     # HTTP worker processes; each opens its own connections to the index.
     workers: int = 1
 

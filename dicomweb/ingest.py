@@ -8,6 +8,7 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,9 +126,24 @@ class Ingestor:
         )
 
     async def _extract(self, staged: StagedBlob) -> InstanceRecord:
-        """Flush the staged bytes, parse the file, and fill in where it will be kept."""
-        info = await staged.finish()
-        record = await self.parser.parse(staged.path)
+        """Flush the staged bytes, parse them, and fill in where the blob will be kept.
+
+        Bytes still in memory are parsed from there while they are flushed.
+        """
+        memory = staged.memory() if self.parser.in_process else None
+        if memory is None:
+            info = await staged.finish()
+            record = await self.parser.parse(staged.path)
+        else:
+            # Both must end before going on: an abort must not race the flush.
+            flushed, parsed = await asyncio.gather(
+                staged.finish(), self.parser.parse(memory), return_exceptions=True
+            )
+            if isinstance(flushed, BaseException):
+                raise flushed
+            if isinstance(parsed, BaseException):
+                raise parsed
+            info, record = flushed, parsed
         key = InstanceKey(
             record.study.study_instance_uid,
             record.series.series_instance_uid,

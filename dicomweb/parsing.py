@@ -70,9 +70,9 @@ class _Refusal:
     sop_instance_uid: str | None
 
 
-def _extract_or_refuse(path: Path, bulk_data_threshold: int) -> InstanceRecord | _Refusal:
+def _extract_or_refuse(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord | _Refusal:
     try:
-        return extract(path, bulk_data_threshold)
+        return extract(source, bulk_data_threshold)
     except Rejected as exc:
         return _Refusal(int(exc.dicom_status), exc.detail, exc.sop_class_uid, exc.sop_instance_uid)
 
@@ -90,16 +90,22 @@ class Parser:
             self._pool = ProcessPoolExecutor(processes, mp_context=context)
         self._limiter = CapacityLimiter(threads)
 
-    async def parse(self, path: Path) -> InstanceRecord:
-        """The record of the PS3.10 file at `path`; raises Rejected for bad data."""
+    @property
+    def in_process(self) -> bool:
+        """Whether parsing runs in this process (and can read bytes held in memory)."""
+        return self._pool is None
+
+    async def parse(self, source: Path | bytes) -> InstanceRecord:
+        """The record of a PS3.10 file, at a path or in memory; raises Rejected for bad
+        data. Worker processes get paths: sending them the bytes would cost more."""
         if self._pool is None:
             result = await to_thread.run_sync(
-                _extract_or_refuse, path, self._threshold, limiter=self._limiter
+                _extract_or_refuse, source, self._threshold, limiter=self._limiter
             )
         else:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(
-                self._pool, _extract_or_refuse, path, self._threshold
+                self._pool, _extract_or_refuse, source, self._threshold
             )
         if isinstance(result, _Refusal):
             raise Rejected(

@@ -50,10 +50,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 def config(tmp_path: Path, database_url: str) -> Config:
-    # Parsing in threads keeps in-process tests fast; real servers use worker processes.
-    return Config(
-        data_dir=tmp_path / "data", database_url=database_url, dimse_port=0, parse_processes=0
-    )
+    return Config(data_dir=tmp_path / "data", database_url=database_url, dimse_port=0)
 
 
 @pytest.fixture

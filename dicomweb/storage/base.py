@@ -36,6 +36,14 @@ class StagedBlob(Protocol):
         """A local file holding what was written so far, for parsing before commit."""
         ...
 
+    def memory(self) -> bytes | None:
+        """A copy of all bytes written so far if they are still held in memory, else None.
+
+        Small blobs stay in memory until finish(); reading them from there is cheaper
+        than reading the file back.
+        """
+        ...
+
     async def write(self, chunk: bytes) -> None:
         """Append bytes."""
         ...

@@ -76,6 +76,7 @@ class FilesystemStagedBlob:
         self._direct = store.direct_io
         self._buffer: mmap.mmap | None = store.buffers.take()
         self._fill = 0
+        self._flushed = False
         self._hash = hashlib.sha256()
         self._size = 0
         self._info: BlobInfo | None = None
@@ -84,6 +85,11 @@ class FilesystemStagedBlob:
     @property
     def path(self) -> Path:
         return self._path
+
+    def memory(self) -> bytes | None:
+        if self._flushed or self._buffer is None or self._info is not None:
+            return None
+        return self._buffer[: self._fill]
 
     async def write(self, chunk: bytes) -> None:
         if self._info is not None or self._done or self._buffer is None:
@@ -127,6 +133,7 @@ class FilesystemStagedBlob:
         data.release()
         self._size += self._fill
         self._fill = 0
+        self._flushed = True
 
     def _finish_sync(self) -> BlobInfo:
         self._flush_sync(True)

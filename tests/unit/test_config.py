@@ -22,7 +22,7 @@ def test_defaults() -> None:
     assert config.dimse_port == 11112
     assert config.aet == "DICOMWEB"
     assert config.database_url == ""
-    assert config.parse_processes >= 1
+    assert config.parse_processes == 0
     assert config.max_request_bytes >= 4 * 1024**3  # a 4 GB study fits
 
 
