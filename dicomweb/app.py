@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from http import HTTPStatus
 
 import orjson
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,7 +19,6 @@ from dicomweb.config import SERVICE_ROOT, Config
 from dicomweb.errors import DicomwebError
 from dicomweb.index import Index
 from dicomweb.ingest import Ingestor
-from dicomweb.parsing import Parser
 from dicomweb.storage import BlobStore, FilesystemBlobStore
 from dicomweb.stow import store_instances
 
@@ -76,8 +74,7 @@ def create_app(config: Config) -> Starlette:
         app.state.config = config
         app.state.index = index
         app.state.blobs = blobs
-        parser = Parser(config.bulk_data_threshold, config.parse_processes)
-        app.state.ingestor = Ingestor(blobs, index, parser)
+        app.state.ingestor = Ingestor(blobs, index, bulk_data_threshold=config.bulk_data_threshold)
         sweeper = asyncio.create_task(_sweep(blobs, index, config.sweep_grace_seconds))
         try:
             yield
@@ -86,7 +83,6 @@ def create_app(config: Config) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await index.close()
-            await to_thread.run_sync(parser.close)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -15,7 +15,6 @@ from dicomweb import __version__
 from dicomweb.config import Config, ConfigError
 from dicomweb.index import Index
 from dicomweb.ingest import Ingestor, StoreOutcome
-from dicomweb.parsing import Parser
 from dicomweb.storage import FilesystemBlobStore
 
 log = logging.getLogger("dicomweb")
@@ -127,8 +126,9 @@ async def import_paths(
     files = list(_walk(paths))
     config.data_dir.mkdir(parents=True, exist_ok=True)
     index = await Index.open(config.resolved_database_url)
-    parser = Parser(config.bulk_data_threshold, config.parse_processes)
-    ingestor = Ingestor(FilesystemBlobStore(config.data_dir), index, parser)
+    ingestor = Ingestor(
+        FilesystemBlobStore(config.data_dir), index, bulk_data_threshold=config.bulk_data_threshold
+    )
     counts: Counter[str] = Counter()
     failures: list[tuple[Path, str]] = []
     queue: asyncio.Queue[Path] = asyncio.Queue()
@@ -154,7 +154,6 @@ async def import_paths(
     finally:
         progress.close()
         await index.close()
-        parser.close()
     print(
         f"stored {counts['stored']}, duplicates {counts['duplicates']}, "
         f"failed {counts['failed']} (of {len(files)} files)"

@@ -30,10 +30,6 @@ class Config:
     # Orphan blobs and temporary files younger than this are left alone by the start-up
     # sweep: another process (an import, a replica) may be about to index them.
     sweep_grace_seconds: float = 600.0
-    # Worker processes that parse instance headers at ingest. 0, the default, parses in
-    # threads of the server process: headers are small, and handing files to other
-    # processes costs more than the parse unless many cores are idle.
-    parse_processes: int = 0
     # HTTP worker processes; each opens its own connections to the index.
     workers: int = 1
 

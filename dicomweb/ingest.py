@@ -8,7 +8,6 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,10 +16,10 @@ from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomweb.index import AddResult, Index, InstanceRecord
-from dicomweb.parsing import Parser, Rejected
+from dicomweb.parsing import Rejected, extract
 from dicomweb.resources import InstanceKey
 from dicomweb.status import Status
-from dicomweb.storage import BlobStore, StagedBlob
+from dicomweb.storage import BlobInfo, BlobStore, StagedBlob
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,10 @@ class StoreOutcome:
 class Ingestor:
     """Stores instances: blobs first, then the index."""
 
-    def __init__(self, blobs: BlobStore, index: Index, parser: Parser) -> None:
+    def __init__(self, blobs: BlobStore, index: Index, *, bulk_data_threshold: int) -> None:
         self.blobs = blobs
         self.index = index
-        self.parser = parser
+        self._threshold = bulk_data_threshold
 
     def receive(self) -> Incoming:
         """Start receiving the bytes of one instance."""
@@ -85,16 +84,26 @@ class Ingestor:
             raise
 
     async def _store(self, staged: StagedBlob, expected_study: str | None) -> StoreOutcome:
-        record = await self._extract(staged)
-        study = record.study.study_instance_uid
-        if expected_study is not None and study != expected_study:
-            raise Rejected(
-                Status.STUDY_INSTANCE_UID_MISMATCH,
-                f"StudyInstanceUID {study} differs from the request's study {expected_study}",
-                record.sop_class_uid,
+        records: list[InstanceRecord] = []
+
+        def name(source: Path | bytes, info: BlobInfo) -> str:
+            # Runs in the blob store's worker thread, between flush and commit.
+            record = _checked(extract(source, self._threshold), expected_study)
+            key = InstanceKey(
+                record.study.study_instance_uid,
+                record.series.series_instance_uid,
                 record.sop_instance_uid,
             )
-        created = await staged.commit(record.blob_key)
+            records.append(
+                replace(
+                    record, blob_key=blob_key(key, info.sha256), size=info.size, sha256=info.sha256
+                )
+            )
+            return records[0].blob_key
+
+        _, created = await staged.seal(name)
+        record = records[0]
+        study = record.study.study_instance_uid
         try:
             result = await self.index.add_instance(record)
         except (SQLAlchemyError, OSError) as exc:
@@ -123,34 +132,6 @@ class Ingestor:
             study,
             record.series.series_instance_uid,
             duplicate=result is AddResult.DUPLICATE,
-        )
-
-    async def _extract(self, staged: StagedBlob) -> InstanceRecord:
-        """Flush the staged bytes, parse them, and fill in where the blob will be kept.
-
-        Bytes still in memory are parsed from there while they are flushed.
-        """
-        memory = staged.memory() if self.parser.in_process else None
-        if memory is None:
-            info = await staged.finish()
-            record = await self.parser.parse(staged.path)
-        else:
-            # Both must end before going on: an abort must not race the flush.
-            flushed, parsed = await asyncio.gather(
-                staged.finish(), self.parser.parse(memory), return_exceptions=True
-            )
-            if isinstance(flushed, BaseException):
-                raise flushed
-            if isinstance(parsed, BaseException):
-                raise parsed
-            info, record = flushed, parsed
-        key = InstanceKey(
-            record.study.study_instance_uid,
-            record.series.series_instance_uid,
-            record.sop_instance_uid,
-        )
-        return replace(
-            record, blob_key=blob_key(key, info.sha256), size=info.size, sha256=info.sha256
         )
 
     async def store_file(self, path: Path) -> StoreOutcome:
@@ -208,6 +189,18 @@ class Incoming:
         head = bytes(self._head)
         self._head = None
         await self._begin(head)
+
+
+def _checked(record: InstanceRecord, expected_study: str | None) -> InstanceRecord:
+    study = record.study.study_instance_uid
+    if expected_study is not None and study != expected_study:
+        raise Rejected(
+            Status.STUDY_INSTANCE_UID_MISMATCH,
+            f"StudyInstanceUID {study} differs from the request's study {expected_study}",
+            record.sop_class_uid,
+            record.sop_instance_uid,
+        )
+    return record
 
 
 def blob_key(key: InstanceKey, sha256: str) -> str:

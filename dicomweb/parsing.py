@@ -1,22 +1,16 @@
-"""Parsing a stored instance's header into its index record: CPU work, no I/O but reads.
+"""Parsing a stored instance's header into its index record: CPU work, run in a thread.
 
-`extract` runs in worker processes (a ProcessPoolExecutor), so that the server's own
-process spends its time moving bytes; a Parser hands it files and takes records back.
+The fast reader (fastheader.py) handles the common encodings; pydicom reads the rest.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import orjson
 import pydicom
-from anyio import CapacityLimiter, to_thread
 from pydicom import Dataset, config
 from pydicom.errors import InvalidDicomError
 
@@ -58,64 +52,6 @@ class Rejected(InstanceRejected):
         super().__init__(status, detail)
         self.sop_class_uid = sop_class
         self.sop_instance_uid = sop_instance
-
-
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """A Rejected, in a form that crosses process boundaries."""
-
-    status: int
-    detail: str
-    sop_class_uid: str | None
-    sop_instance_uid: str | None
-
-
-def _extract_or_refuse(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord | _Refusal:
-    try:
-        return extract(source, bulk_data_threshold)
-    except Rejected as exc:
-        return _Refusal(int(exc.dicom_status), exc.detail, exc.sop_class_uid, exc.sop_instance_uid)
-
-
-class Parser:
-    """Runs `extract` in worker processes, or in threads when `processes` is 0."""
-
-    def __init__(self, bulk_data_threshold: int, processes: int, threads: int = 4) -> None:
-        self._threshold = bulk_data_threshold
-        self._pool: ProcessPoolExecutor | None = None
-        if processes > 0:
-            # forkserver: forking a process that runs threads is unsafe.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["dicomweb.parsing"])
-            self._pool = ProcessPoolExecutor(processes, mp_context=context)
-        self._limiter = CapacityLimiter(threads)
-
-    @property
-    def in_process(self) -> bool:
-        """Whether parsing runs in this process (and can read bytes held in memory)."""
-        return self._pool is None
-
-    async def parse(self, source: Path | bytes) -> InstanceRecord:
-        """The record of a PS3.10 file, at a path or in memory; raises Rejected for bad
-        data. Worker processes get paths: sending them the bytes would cost more."""
-        if self._pool is None:
-            result = await to_thread.run_sync(
-                _extract_or_refuse, source, self._threshold, limiter=self._limiter
-            )
-        else:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self._pool, _extract_or_refuse, source, self._threshold
-            )
-        if isinstance(result, _Refusal):
-            raise Rejected(
-                Status(result.status), result.detail, result.sop_class_uid, result.sop_instance_uid
-            )
-        return result
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Header(Protocol):

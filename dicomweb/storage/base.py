@@ -36,14 +36,6 @@ class StagedBlob(Protocol):
         """A local file holding what was written so far, for parsing before commit."""
         ...
 
-    def memory(self) -> bytes | None:
-        """A copy of all bytes written so far if they are still held in memory, else None.
-
-        Small blobs stay in memory until finish(); reading them from there is cheaper
-        than reading the file back.
-        """
-        ...
-
     async def write(self, chunk: bytes) -> None:
         """Append bytes."""
         ...
@@ -57,6 +49,15 @@ class StagedBlob(Protocol):
 
         Returns False if a blob already exists under `key` (it is kept, the staged one
         dropped): keys are derived from content, so an existing blob is the same data.
+        """
+        ...
+
+    async def seal(self, name: Callable[[bytes | Path, BlobInfo], str]) -> tuple[str, bool]:
+        """finish() and commit() in one step, under the key that `name` gives.
+
+        `name` runs in a worker thread with the blob's bytes (or its local file when
+        they are not held in memory) and its BlobInfo; it may raise to refuse the blob,
+        which then stays staged for abort(). Returns (key, created) as commit() does.
         """
         ...
 

@@ -86,11 +86,6 @@ class FilesystemStagedBlob:
     def path(self) -> Path:
         return self._path
 
-    def memory(self) -> bytes | None:
-        if self._flushed or self._buffer is None or self._info is not None:
-            return None
-        return self._buffer[: self._fill]
-
     async def write(self, chunk: bytes) -> None:
         if self._info is not None or self._done or self._buffer is None:
             raise RuntimeError("write after finish")
@@ -183,6 +178,24 @@ class FilesystemStagedBlob:
         self._done = True
         self._release()
         return await to_thread.run_sync(self._commit_sync, key)
+
+    def _seal_sync(self, name: Callable[[bytes | Path, BlobInfo], str]) -> tuple[str, bool]:
+        assert self._buffer is not None
+        # Bytes still in the buffer are handed over as they are: cheaper than a read back.
+        memory = None if self._flushed else self._buffer[: self._fill]
+        self._info = self._finish_sync()
+        key = _check_key(name(self._path if memory is None else memory, self._info))
+        self._done = True
+        return key, self._commit_sync(key)
+
+    async def seal(self, name: Callable[[bytes | Path, BlobInfo], str]) -> tuple[str, bool]:
+        if self._done or self._info is not None:
+            raise RuntimeError("seal after finish, commit or abort")
+        try:
+            return await to_thread.run_sync(self._seal_sync, name)
+        finally:
+            if self._done:
+                self._release()
 
     def _abort_sync(self) -> None:
         if self._fd is not None:

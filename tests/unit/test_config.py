@@ -22,7 +22,6 @@ def test_defaults() -> None:
     assert config.dimse_port == 11112
     assert config.aet == "DICOMWEB"
     assert config.database_url == ""
-    assert config.parse_processes == 0
     assert config.max_request_bytes >= 4 * 1024**3  # a 4 GB study fits
 
 
@@ -76,7 +75,7 @@ def test_environment_overrides_defaults() -> None:
             "DICOMWEB_MAX_REQUEST_BYTES": "1048576",
             "DICOMWEB_BULK_DATA_THRESHOLD": "4096",
             "DICOMWEB_SWEEP_GRACE_SECONDS": "2.5",
-            "DICOMWEB_PARSE_PROCESSES": "3",
+            "DICOMWEB_WORKERS": "3",
         }
     )
     assert config.host == "0.0.0.0"
@@ -86,7 +85,7 @@ def test_environment_overrides_defaults() -> None:
     assert config.max_request_bytes == 1048576
     assert config.bulk_data_threshold == 4096
     assert config.sweep_grace_seconds == 2.5
-    assert config.parse_processes == 3
+    assert config.workers == 3
 
 
 def test_unprefixed_or_unknown_variables_are_ignored() -> None:
@@ -148,7 +147,7 @@ def test_unknown_flags_are_ignored() -> None:
         ({}, {"DICOMWEB_DIMSE_PORT": "1o4"}, "dimse_port"),
         ({}, {"DICOMWEB_MAX_REQUEST_BYTES": "4G"}, "max_request_bytes"),
         ({}, {"DICOMWEB_SWEEP_GRACE_SECONDS": "ten"}, "sweep_grace_seconds"),
-        ({"parse_processes": "many"}, {}, "parse_processes"),
+        ({"workers": "many"}, {}, "workers"),
         ({"port": "x"}, {"DICOMWEB_PORT": "9090"}, "port"),
     ],
 )

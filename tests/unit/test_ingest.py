@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from dicomweb.ingest import Incoming
-from dicomweb.parsing import Parser, Rejected
+from dicomweb.parsing import Rejected, extract
 from dicomweb.status import Status
 from dicomweb.storage import FilesystemBlobStore
 from tests.dicomfactory import ct_dataset, to_bytes
@@ -57,31 +57,41 @@ async def test_incoming_leaves_other_data_alone(tmp_path: Path, data: bytes) -> 
     await incoming.abort()
 
 
-@pytest.mark.parametrize("processes", [0, 1], ids=["threads", "processes"])
-async def test_parser_records_and_refusals(tmp_path: Path, processes: int) -> None:
-    parser = Parser(1024, processes)
-    try:
-        good = tmp_path / "good.dcm"
-        ds = ct_dataset()
-        good.write_bytes(to_bytes(ds))
-        record = await parser.parse(good)
+def test_extract_records_and_refusals(tmp_path: Path) -> None:
+    ds = ct_dataset()
+    data = to_bytes(ds)
+    good = tmp_path / "good.dcm"
+    good.write_bytes(data)
+    for source in (good, data):
+        record = extract(source, 1024)
         assert record.sop_instance_uid == ds.SOPInstanceUID
         assert record.series.modality == "CT"
         assert record.number_of_frames == 1
 
-        bad = tmp_path / "bad.dcm"
-        bad.write_bytes(b"not dicom" * 50)
-        with pytest.raises(Rejected) as refused:
-            await parser.parse(bad)
-        assert refused.value.dicom_status is Status.CANNOT_UNDERSTAND
+    with pytest.raises(Rejected) as refused:
+        extract(b"not dicom" * 50, 1024)
+    assert refused.value.dicom_status is Status.CANNOT_UNDERSTAND
 
-        no_uid = ct_dataset()
-        del no_uid.SOPInstanceUID
-        missing = tmp_path / "missing.dcm"
-        missing.write_bytes(to_bytes(no_uid))
-        with pytest.raises(Rejected) as refused:
-            await parser.parse(missing)
-        assert refused.value.dicom_status is Status.INVALID_UID
-        assert refused.value.sop_class_uid == no_uid.SOPClassUID
-    finally:
-        parser.close()
+    no_uid = ct_dataset()
+    del no_uid.SOPInstanceUID
+    with pytest.raises(Rejected) as refused:
+        extract(to_bytes(no_uid), 1024)
+    assert refused.value.dicom_status is Status.INVALID_UID
+    assert refused.value.sop_class_uid == no_uid.SOPClassUID
+
+
+async def test_seal_refused_by_name_leaves_nothing(tmp_path: Path) -> None:
+    """A blob whose name() refuses it is not committed, and abort() removes it."""
+    store = FilesystemBlobStore(tmp_path)
+    staged = store.stage()
+    await staged.write(b"x" * 5000)
+
+    def refuse(source: Path | bytes, info: object) -> str:
+        assert source == b"x" * 5000
+        raise Rejected(Status.CANNOT_UNDERSTAND, "no")
+
+    with pytest.raises(Rejected):
+        await staged.seal(refuse)
+    await staged.abort()
+    assert list(store.tmp_dir.iterdir()) == []
+    assert list(store.blob_dir.rglob("*")) == []
