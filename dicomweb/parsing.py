@@ -1,6 +1,6 @@
 """Parsing a stored instance's header into its index record: CPU work, run in a thread.
 
-The fast reader (fastheader.py) handles the common encodings; pydicom reads the rest.
+The fast reader (the fastheader package) handles the common encodings; pydicom reads the rest.
 """
 
 from __future__ import annotations

@@ -1,16 +1,4 @@
-"""Reading the header of a PS3.10 file straight from its bytes, without pydicom.
-
-At ingest, `dicomweb.parsing` reads each stored file's header with pydicom, decodes
-every value and builds the DICOM JSON model; that is most of ingest's CPU time. For the
-common encodings this module does the same work directly on the bytes, and produces
-exactly what the pydicom path produces:
-
-* `FastHeader.model` equals the model `dicomweb.dicomjson.instance_json` builds from
-  ``dcmread(stop_before_pixels=True)`` once every value has been decoded (as
-  ``parsing._read_header`` does), without the pixel data entry;
-* `FastHeader.bulk_locations` equals its bulk locations, pixel data excluded;
-* `FastHeader.text` and `FastHeader.integer` equal ``parsing._text`` and
-  ``parsing._integer`` on that data set.
+"""The byte-level reader: `read_fast_header`.
 
 `read_fast_header` returns None, never raises, for anything it does not handle with
 certainty; the caller then uses pydicom, which also produces the proper error for
@@ -23,32 +11,41 @@ the end, values pydicom cannot convert or converts by guessing), elements out of
 ascending order, command group elements, ambiguous VRs that pydicom resolves from
 other data sets or leaves unresolved, and pydicom configurations other than the
 defaults with ``reading_validation_mode = IGNORE`` (what `dicomweb.parsing` sets).
-
-Every rule here copies a pydicom 3.0 behaviour, including the surprising ones; the
-tests compare both paths on all of pydicom's test files.
 """
 
 from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
 import pydicom.valuerep
-from pydicom import Dataset, config
-from pydicom.datadict import dictionary_VR, private_dictionary_VR, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import FileMetaDataset
+from pydicom import config
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.hooks import hooks, raw_element_value, raw_element_vr
-from pydicom.tag import BaseTag
-from pydicom.uid import UID, AllTransferSyntaxes, PrivateTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, PrivateTransferSyntaxes
 
-__all__ = ["RECORD_INTEGER_KEYWORDS", "RECORD_TEXT_KEYWORDS", "FastHeader", "read_fast_header"]
-
-BulkLocations = dict[str, list[int] | None]
+from dicomweb.fastheader.header import (
+    _CACHE_LIMIT,
+    _FRAME_TAGS,
+    RECORD_INTEGER_KEYWORDS,
+    RECORD_TEXT_KEYWORDS,
+    BulkLocations,
+    FastHeader,
+    _tag,
+)
+from dicomweb.fastheader.values import (
+    _CONVERTERS,
+    _NUMBER_FORMATS,
+    _TEXT_VRS,
+    _Element,
+    _integer,
+    _numbers,
+    _text,
+    _ui_values,
+    _Unhandled,
+    _value,
+)
 
 IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 
@@ -93,7 +90,6 @@ _CHARSET_TAG: Final = 0x00080005
 _PIXEL_REPRESENTATION: Final = 0x00280103
 _PIXEL_DATA: Final = 0x7FE00010
 _PIXEL_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-_FIRST_PIXEL_TAG: Final = 0x7FE00008
 _MAX_DEPTH: Final = 32
 
 _EXPLICIT_HEADER: Final = struct.Struct("<HH2sH")
@@ -110,19 +106,6 @@ _STANDARD_VRS: Final = _LONG_VRS | {
 _VR_OF_BYTES: Final = {vr.encode(): vr for vr in _STANDARD_VRS}
 # dicomweb.dicomjson.BINARY_VRS: values longer than the threshold become BulkDataURIs.
 _BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-_NUMBER_FORMATS: Final = {
-    "US": ("H", 2),
-    "SS": ("h", 2),
-    "UL": ("L", 4),
-    "SL": ("l", 4),
-    "UV": ("Q", 8),
-    "SV": ("q", 8),
-    "FL": ("f", 4),
-    "FD": ("d", 8),
-}
-# Integers orjson can write (it refuses wider ones).
-_JSON_INT_MIN: Final = -(2**63)
-_JSON_INT_MAX: Final = 2**64 - 1
 
 # pydicom.tag._LUT_DESCRIPTOR_TAGS
 _LUT_DESCRIPTORS: Final = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
@@ -137,165 +120,6 @@ _US_SS_BY_PIXEL_REPRESENTATION: Final = frozenset(
 )
 _OB_OW_BY_ENCODING: Final = frozenset({0x54000110, 0x54000112, 0x5400100A, 0x54001010})
 _OVERLAY_DATA: Final = frozenset(g << 16 | 0x3000 for g in range(0x6000, 0x601F, 2))
-
-# What dicomweb.pixels.frames.locate_frames reads from the header: SamplesPerPixel,
-# PhotometricInterpretation, NumberOfFrames, Rows, Columns, BitsAllocated, Extended
-# Offset Table and its lengths.
-_FRAME_TAGS: Final = frozenset(
-    {0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x00280100}
-    | {0x7FE00001, 0x7FE00002}
-)
-
-# The attributes dicomweb.parsing.extract reads with _text and _integer. read_fast_header
-# evaluates them once, and refuses a file for which one of them would raise.
-RECORD_TEXT_KEYWORDS: Final = (
-    *("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"),
-    *("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex"),
-    *("StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription"),
-    *("ReferringPhysicianName", "Modality", "SeriesDescription", "SeriesDate"),
-    *("SeriesTime", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
-)
-RECORD_INTEGER_KEYWORDS: Final = (
-    *("SeriesNumber", "InstanceNumber", "Rows", "Columns", "NumberOfFrames"),
-    "BitsAllocated",
-)
-
-
-class _Unhandled(Exception):
-    """The data is valid or not, but this module cannot be sure to match pydicom."""
-
-
-# --------------------------------------------------------------------------------------
-# The result
-# --------------------------------------------------------------------------------------
-
-
-# A top-level element, kept to answer text() and integer() and for frame_header(): (VR,
-# raw value or None for a sequence or a value sent as a BulkDataURI, text codec, whether
-# the first of several numbers is made unsigned as hooks.raw_element_value does for LUT
-# Descriptors, value offset, value length).
-_Element = tuple[str, bytes | None, str, bool, int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class FastHeader:
-    """The header of a PS3.10 file, as the pydicom path of `dicomweb.parsing` sees it."""
-
-    transfer_syntax_uid: str
-    """(0002,0010) Transfer Syntax UID, as ``parsing._text(ds.file_meta, ...)`` gives it."""
-    model: dict[str, Any]
-    """The DICOM JSON model that ``instance_json`` builds, without pixel data."""
-    bulk_locations: BulkLocations
-    """The bulk locations that ``instance_json`` returns, without pixel data."""
-    pixel_data_offset: int | None
-    """File offset of the top-level pixel data element's tag (where pydicom stopped)."""
-    resource_path: str
-    """The resource path given to read_fast_header, which `model`'s BulkDataURIs use."""
-    _elements: dict[int, _Element] = field(repr=False, compare=False)
-    _texts: dict[int, str | None] = field(repr=False, compare=False)
-    _integers: dict[int, int | None] = field(repr=False, compare=False)
-    # Per bulk value, in model order: its URI below <resource path>/bulkdata/, and its
-    # location.
-    _bulk: list[tuple[str, list[int] | None]] = field(repr=False, compare=False)
-    _implicit: bool = field(repr=False, compare=False)
-
-    def __contains__(self, keyword_or_tag: object) -> bool:
-        """Whether the data set holds the element, as ``keyword in ds`` does."""
-        if not isinstance(keyword_or_tag, str | int):
-            return False
-        tag = _tag(keyword_or_tag)
-        return tag is not None and tag in self._elements
-
-    def text(self, keyword_or_tag: str | int) -> str | None:
-        """``parsing._text(ds, keyword)``: the value as text, None when absent or empty.
-
-        Raises TypeError for a sequence, and ValueError for a binary value sent as a
-        BulkDataURI (its bytes are not kept). read_fast_header makes sure neither
-        happens for `RECORD_TEXT_KEYWORDS`.
-        """
-        tag = _tag(keyword_or_tag)
-        if tag is None:
-            return None
-        if tag in self._texts:
-            return self._texts[tag]
-        element = self._elements.get(tag)
-        return None if element is None else _text(element)
-
-    def integer(self, keyword_or_tag: str | int) -> int | None:
-        """``parsing._integer(ds, keyword)``: the value as an integer, None if it is not one.
-
-        Like ``parsing._integer``, raises OverflowError for an infinite DS or floating
-        point value; read_fast_header makes sure that does not happen for
-        `RECORD_INTEGER_KEYWORDS`.
-        """
-        tag = _tag(keyword_or_tag)
-        if tag is None:
-            return None
-        if tag in self._integers:
-            return self._integers[tag]
-        element = self._elements.get(tag)
-        return None if element is None else _integer(element)
-
-    def instance_json(
-        self, pixel_data: tuple[str, str] | None, resource_path: str | None = None
-    ) -> tuple[bytes, bytes]:
-        """``dicomjson.instance_json(ds, resource_path, threshold, pixel_data)``.
-
-        `resource_path` defaults to the one given to read_fast_header; another one can
-        be given, such as one made of the UIDs that text() reads.
-        """
-        if resource_path is None or resource_path == self.resource_path:
-            resource_path = self.resource_path
-            model = dict(self.model)
-            locations = dict(self.bulk_locations)
-        else:
-            model, locations = self._rebased(resource_path)
-        if pixel_data is not None:
-            tag, vr = pixel_data
-            model[tag] = {"vr": vr, "BulkDataURI": f"{resource_path}/bulkdata/{tag}"}
-            locations[tag] = None
-        return orjson.dumps(model, option=orjson.OPT_SORT_KEYS), orjson.dumps(locations)
-
-    def _rebased(self, resource_path: str) -> tuple[dict[str, Any], BulkLocations]:
-        """The model and bulk locations for another resource path (copied on write)."""
-        model = dict(self.model)
-        locations: BulkLocations = {}
-        for suffix, location in self._bulk:
-            uri = f"{resource_path}/bulkdata/{suffix}"
-            locations[uri.split("/bulkdata/", 1)[1]] = location
-            parts = suffix.split("/")
-            dataset = model
-            for i in range(0, len(parts) - 1, 2):
-                sequence = dataset[parts[i]] = dict(dataset[parts[i]])
-                items = sequence["Value"] = list(sequence["Value"])
-                index = int(parts[i + 1]) - 1
-                dataset = items[index] = dict(items[index])
-            dataset[parts[-1]] = {**dataset[parts[-1]], "BulkDataURI": uri}
-        return model, locations
-
-    def frame_header(self) -> Dataset:
-        """A pydicom data set with what ``pixels.frames.locate_frames`` reads.
-
-        It holds the transfer syntax, and as raw elements at their file positions the
-        elements locate_frames reads and the last top-level element, where
-        locate_frames then resumes its scan. ``locate_frames(fp, header.frame_header())``
-        gives what ``locate_frames(fp, ds)`` gives for the pydicom path's data set. The
-        last element's value may be left out: the data set is for locate_frames only.
-        """
-        tags = [tag for tag in self._elements if tag in _FRAME_TAGS]
-        before_pixels = [tag for tag in self._elements if tag < _FIRST_PIXEL_TAG]
-        if before_pixels and before_pixels[-1] not in tags:
-            tags.append(before_pixels[-1])  # elements are in ascending order
-        elements: dict[BaseTag, DataElement | RawDataElement] = {}
-        for tag in tags:
-            vr, raw, _, _, value_pos, length = self._elements[tag]
-            elements[BaseTag(tag)] = RawDataElement(
-                BaseTag(tag), vr, length, raw, value_pos, self._implicit, True
-            )
-        ds = Dataset(elements)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = UID(self.transfer_syntax_uid)
-        return ds
 
 
 def read_fast_header(
@@ -330,7 +154,7 @@ def read_fast_header(
 
 
 def _pydicom_is_default() -> bool:
-    """Whether pydicom is configured as this module assumes."""
+    """Whether pydicom is configured as this package assumes."""
     settings = config.settings
     return (
         settings.reading_validation_mode == config.IGNORE
@@ -355,10 +179,8 @@ def _pydicom_is_default() -> bool:
 # Dictionary look-ups, cached
 # --------------------------------------------------------------------------------------
 
-_CACHE_LIMIT: Final = 65536
 _public_vrs: dict[int, str | None] = {}
 _private_vrs: dict[tuple[int, str], str] = {}
-_keyword_tags: dict[str, int | None] = {}
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -391,316 +213,6 @@ def _private_dictionary_vr(tag: int, creator: str) -> str:
         _private_vrs.clear()
     _private_vrs[key] = vr
     return vr
-
-
-def _tag(keyword_or_tag: str | int) -> int | None:
-    if isinstance(keyword_or_tag, int):
-        return keyword_or_tag
-    try:
-        return _keyword_tags[keyword_or_tag]
-    except KeyError:
-        tag = tag_for_keyword(keyword_or_tag)
-        if len(_keyword_tags) < _CACHE_LIMIT:
-            _keyword_tags[keyword_or_tag] = tag
-        return tag
-
-
-# --------------------------------------------------------------------------------------
-# Values to the JSON model (pydicom.values converters + DataElement.to_json_dict)
-# --------------------------------------------------------------------------------------
-
-# Each converter takes the non-empty raw value and the text codec of its data set and
-# returns the JSON element; it raises _Unhandled where pydicom would fail, or would
-# retry with other VRs, or where instance_json would crash.
-_Converter = Callable[[bytes, str, str], dict[str, Any]]
-
-
-def _json_multi_string(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    # AS CS DA DT TM: values.convert_string -> multi_string; trailing spaces and NULs
-    # come off the whole value, not off each value.
-    text = raw.decode("latin-1").rstrip(" \x00")
-    if "\\" in text:
-        return {"vr": vr, "Value": text.split("\\")}
-    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-
-
-def _json_ae(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    # convert_AE_string: str.strip() of each value (whitespace; not NULs).
-    values = [value.strip() for value in raw.decode("latin-1").split("\\")]
-    if len(values) > 1:
-        return {"vr": vr, "Value": values}
-    return {"vr": vr, "Value": values} if values[0] else {"vr": vr}
-
-
-def _ui_values(raw: bytes) -> list[str]:
-    # convert_UI strips trailing NULs and spaces, then UID() strips each value.
-    return [value.strip() for value in raw.decode("latin-1").rstrip("\x00 ").split("\\")]
-
-
-def _json_ui(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    values = _ui_values(raw)
-    if len(values) > 1:
-        return {"vr": vr, "Value": values}
-    return {"vr": vr, "Value": values} if values[0] else {"vr": vr}
-
-
-def _json_ur(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    # convert_UR_string: rstrip() of whitespace, never split.
-    text = raw.decode("latin-1").rstrip()
-    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-
-
-def _decode_text(raw: bytes, codec: str) -> str:
-    if b"\x1b" in raw:
-        raise _Unhandled("code extensions")  # pydicom decodes per escape sequence
-    # A UTF-8 decoding error propagates: pydicom would warn and use replacements.
-    return raw.decode(codec)
-
-
-def _json_text_multi(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    # SH LO UC: convert_text splits, then strips trailing NULs and spaces of each value.
-    values = [value.rstrip("\x00 ") for value in _decode_text(raw, codec).split("\\")]
-    if len(values) > 1:
-        return {"vr": vr, "Value": values}
-    return {"vr": vr, "Value": values} if values[0] else {"vr": vr}
-
-
-def _json_text_single(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    # ST LT UT: convert_single_string; backslashes are text.
-    text = _decode_text(raw, codec).rstrip("\x00 ")
-    return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-
-
-def _person_names(raw: bytes, codec: str) -> list[list[str]]:
-    """Each value's component groups, trailing empty groups removed (PersonName)."""
-    names = []
-    for value in _decode_text(raw.rstrip(b"\x00 "), codec).split("\\"):
-        groups = value.split("=")
-        while groups and not groups[-1]:
-            groups.pop()
-        names.append(groups)
-    return names
-
-
-def _json_pn(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    names = _person_names(raw, codec)
-    if len(names) == 1 and not names[0]:
-        return {"vr": vr}  # an empty PersonName has VM 0
-    values = []
-    for groups in names:
-        if not groups:
-            # to_json_dict reads components[0] of every value of a multi-valued PN.
-            raise _Unhandled("instance_json fails on an empty name among several")
-        name = {"Alphabetic": groups[0]}
-        if len(groups) > 1:
-            name["Ideographic"] = groups[1]
-        if len(groups) > 2:
-            name["Phonetic"] = groups[2]
-        values.append(name)
-    return {"vr": vr, "Value": values}
-
-
-def _ds_values(raw: bytes) -> list[str]:
-    # convert_DS_string: strip() the whole value, then multi_string.
-    return raw.decode("latin-1").strip().rstrip(" \x00").split("\\")
-
-
-def _json_ds(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    values = _ds_values(raw)
-    if len(values) == 1 and values[0] == "":
-        return {"vr": vr}
-    numbers = []
-    for value in values:
-        if value.strip() == "":
-            # DSfloat('') is '', and instance_json fails on float('').
-            raise _Unhandled("empty DS value among several")
-        # ValueError propagates: pydicom would retry the value as other VRs.
-        numbers.append(float(value))
-    return {"vr": vr, "Value": numbers}
-
-
-def _is_number(value: str) -> tuple[str, int]:
-    """(str(IS(value)), int(IS(value))), for text(), instance_json and integer()."""
-    if len(value) > 64:
-        raise _Unhandled("long IS value")  # int() and float() limits
-    try:
-        number = int(value)
-    except ValueError:
-        number = int(float(value))  # ValueError, OverflowError propagate
-    text = value.strip()  # IS.original_string
-    if number != float(value):
-        # IS() returns an ISfloat for what a float does not hold exactly ('1.5', or
-        # digits past 2**53): int() truncates it, and str() is the float's repr, not
-        # the original string.
-        number = int(float(value))
-        text = str(float(value))
-    if not _JSON_INT_MIN <= number <= _JSON_INT_MAX:
-        raise _Unhandled("IS value too large for JSON")
-    return text, number
-
-
-def _is_values(raw: bytes) -> list[str]:
-    # convert_IS_string: multi_string, without the strip() that DS gets.
-    return raw.decode("latin-1").rstrip(" \x00").split("\\")
-
-
-def _json_is(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    values = _is_values(raw)
-    if len(values) == 1 and values[0] == "":
-        return {"vr": vr}
-    numbers = []
-    for value in values:
-        if value.strip() == "":
-            raise _Unhandled("empty IS value")  # instance_json fails on int('')
-        numbers.append(_is_number(value)[1])
-    return {"vr": vr, "Value": numbers}
-
-
-def _at_values(raw: bytes) -> list[int]:
-    # convert_ATvalue: 4 bytes is one tag; otherwise the length is cut to a multiple
-    # of 4 and the value is a list, possibly empty.
-    count = len(raw) // 4
-    words = struct.unpack_from(f"<{2 * count}H", raw)
-    return [words[i] << 16 | words[i + 1] for i in range(0, 2 * count, 2)]
-
-
-def _json_at(raw: bytes, codec: str, vr: str) -> dict[str, Any]:
-    tags = _at_values(raw)
-    if len(raw) != 4 and len(tags) == 1:
-        # A one-tag list (5 to 7 bytes) makes to_json_dict format a list: it fails.
-        raise _Unhandled("AT value of 5 to 7 bytes")
-    if not tags:
-        return {"vr": vr}
-    return {"vr": vr, "Value": [f"{tag:08X}" for tag in tags]}
-
-
-def _numbers(raw: bytes, vr: str) -> list[Any]:
-    code, size = _NUMBER_FORMATS[vr]
-    if len(raw) % size:
-        raise _Unhandled("length not a multiple of the value size")  # pydicom raises
-    return list(struct.unpack(f"<{len(raw) // size}{code}", raw))
-
-
-_CONVERTERS: Final[dict[str, _Converter]] = {
-    "AE": _json_ae,
-    "AS": _json_multi_string,
-    "AT": _json_at,
-    "CS": _json_multi_string,
-    "DA": _json_multi_string,
-    "DS": _json_ds,
-    "DT": _json_multi_string,
-    "IS": _json_is,
-    "LO": _json_text_multi,
-    "LT": _json_text_single,
-    "PN": _json_pn,
-    "SH": _json_text_multi,
-    "ST": _json_text_single,
-    "TM": _json_multi_string,
-    "UC": _json_text_multi,
-    "UI": _json_ui,
-    "UR": _json_ur,
-    "UT": _json_text_single,
-}
-# VRs whose values are decoded with the data set's character set.
-_TEXT_VRS: Final = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
-
-
-# --------------------------------------------------------------------------------------
-# text() and integer(): parsing._text and parsing._integer on pydicom's decoded values
-# --------------------------------------------------------------------------------------
-
-
-def _value(element: _Element) -> object:
-    """The element's value as pydicom decodes it, as far as _text and _integer can tell.
-
-    Strings stand for str values (str, UID), lists for MultiValues and lists, bytes
-    for bytes; DS and IS values are ("number", original string, number), a PersonName
-    ("PN", str(name)) and a tag ("AT", tag).
-    """
-    vr, raw, codec, unsigned_first, _, _ = element
-    if vr == "SQ":
-        raise TypeError("text() and integer() do not support sequences")
-    if raw is None:
-        raise ValueError("the value is sent as a BulkDataURI and not kept")
-    if not raw:
-        return None
-    values: list[Any]
-    if vr in ("AS", "CS", "DA", "DT", "TM"):
-        values = raw.decode("latin-1").rstrip(" \x00").split("\\")
-    elif vr == "AE":
-        values = [value.strip() for value in raw.decode("latin-1").split("\\")]
-    elif vr == "UI":
-        values = _ui_values(raw)
-    elif vr == "UR":
-        return raw.decode("latin-1").rstrip()
-    elif vr in ("SH", "LO", "UC"):
-        values = [value.rstrip("\x00 ") for value in _decode_text(raw, codec).split("\\")]
-    elif vr in ("ST", "LT", "UT"):
-        return _decode_text(raw, codec).rstrip("\x00 ")
-    elif vr == "PN":
-        values = [("PN", "=".join(groups)) for groups in _person_names(raw, codec)]
-    elif vr == "DS":
-        values = [
-            value if value.strip() == "" else ("number", value.strip(), float(value))
-            for value in _ds_values(raw)
-        ]
-    elif vr == "IS":
-        values = [
-            value if value.strip() == "" else ("number", *_is_number(value))
-            for value in _is_values(raw)
-        ]
-    elif vr == "AT":
-        tags = [("AT", tag) for tag in _at_values(raw)]
-        return tags[0] if len(raw) == 4 else tags
-    elif vr in _NUMBER_FORMATS:
-        numbers = _numbers(raw, vr)
-        if len(numbers) == 1:
-            return numbers[0]
-        if unsigned_first and numbers[0] < 0:
-            numbers[0] += 65536
-        return numbers
-    else:
-        return raw  # binary VRs
-    return values[0] if len(values) == 1 else values
-
-
-def _str(value: object) -> str:
-    if isinstance(value, tuple):
-        if value[0] == "AT":
-            tag = value[1]
-            return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"  # str(BaseTag)
-        return str(value[1])  # str(PersonName), str(DSfloat), str(IS)
-    return str(value)
-
-
-def _text(element: _Element) -> str | None:
-    value = _value(element)
-    if value is None or value == "":
-        return None
-    if isinstance(value, tuple) and value[0] == "PN" and value[1] == "":
-        return None  # PersonName('') == ''
-    if isinstance(value, list):
-        return "\\".join(_str(v) for v in value)
-    return _str(value).rstrip("\x00 ")
-
-
-def _integer(element: _Element) -> int | None:
-    value = _value(element)
-    if value is None or value == "":
-        return None
-    if isinstance(value, tuple):
-        if value[0] == "PN":
-            return None  # int(PersonName) is a TypeError
-        number = value[1] if value[0] == "AT" else value[2]
-    elif isinstance(value, list):
-        return None  # int(list) is a TypeError
-    else:
-        number = value
-    try:
-        # As parsing._integer: OverflowError (an infinite float) is not caught.
-        return int(number)
-    except (TypeError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------
