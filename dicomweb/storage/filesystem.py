@@ -152,7 +152,7 @@ class FilesystemStagedBlob:
 
     def _commit_sync(self, key: str) -> bool:
         target = self._store.blob_path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._store.make_dirs(target.parent)
         try:
             os.link(self._path, target)
             created = True
@@ -231,6 +231,18 @@ class FilesystemBlobStore:
     def blob_path(self, key: str) -> Path:
         """The file of the blob `key`."""
         return self.blob_dir / _check_key(key)
+
+    def make_dirs(self, directory: Path) -> None:
+        """Create `directory` below the blob tree; each new entry is made durable by an
+        fsync of its parent, so a committed blob's path survives a crash."""
+        if directory.is_dir():
+            return
+        self.make_dirs(directory.parent)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            return
+        _fsync_dir(directory.parent)
 
     def stage(self) -> FilesystemStagedBlob:
         return FilesystemStagedBlob(self)
