@@ -74,6 +74,15 @@ class InstanceRejected(DicomwebError):
     http_status = 409
     title = "Instance Rejected"
 
-    def __init__(self, status: Status, detail: str = "") -> None:
+    def __init__(
+        self,
+        status: Status,
+        detail: str = "",
+        sop_class_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> None:
         super().__init__(detail or MEANINGS[status])
         self.dicom_status = status
+        # The instance it is about, as far as it was read.
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid

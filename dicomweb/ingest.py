@@ -15,8 +15,9 @@ from pathlib import Path
 from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomweb.errors import InstanceRejected
 from dicomweb.index import AddResult, Index, InstanceRecord
-from dicomweb.parsing import Rejected, extract
+from dicomweb.parsing import extract
 from dicomweb.resources import InstanceKey
 from dicomweb.status import Status
 from dicomweb.storage import BlobInfo, BlobStore, StagedBlob
@@ -70,7 +71,7 @@ class Ingestor:
         try:
             await incoming.close()
             return await self._store(staged, expected_study)
-        except Rejected as exc:
+        except InstanceRejected as exc:
             await staged.abort()
             return StoreOutcome(
                 exc.dicom_status, exc.detail, exc.sop_class_uid, exc.sop_instance_uid
@@ -109,7 +110,7 @@ class Ingestor:
         except (SQLAlchemyError, OSError) as exc:
             # The committed blob has no index row; the sweep removes it.
             log.exception("indexing %s failed", record.sop_instance_uid)
-            raise Rejected(
+            raise InstanceRejected(
                 Status.PROCESSING_FAILURE,
                 f"the index could not record the instance ({type(exc).__name__})",
                 record.sop_class_uid,
@@ -118,7 +119,7 @@ class Ingestor:
         if result is AddResult.CONFLICT:
             if created:
                 await self.blobs.delete(record.blob_key)
-            raise Rejected(
+            raise InstanceRejected(
                 Status.DUPLICATE_SOP_INSTANCE,
                 "",
                 record.sop_class_uid,
@@ -194,7 +195,7 @@ class Incoming:
 def _checked(record: InstanceRecord, expected_study: str | None) -> InstanceRecord:
     study = record.study.study_instance_uid
     if expected_study is not None and study != expected_study:
-        raise Rejected(
+        raise InstanceRejected(
             Status.STUDY_INSTANCE_UID_MISMATCH,
             f"StudyInstanceUID {study} differs from the request's study {expected_study}",
             record.sop_class_uid,

@@ -39,21 +39,6 @@ _PIXEL_TAGS = {
 }
 
 
-class Rejected(InstanceRejected):
-    """A rejection that knows which instance it was about, as far as it got."""
-
-    def __init__(
-        self,
-        status: Status,
-        detail: str = "",
-        sop_class: str | None = None,
-        sop_instance: str | None = None,
-    ) -> None:
-        super().__init__(status, detail)
-        self.sop_class_uid = sop_class
-        self.sop_instance_uid = sop_instance
-
-
 class _Header(Protocol):
     """What extract needs of a parsed header; FastHeader and _PydicomHeader provide it."""
 
@@ -103,22 +88,27 @@ class _PydicomHeader:
             )
         except Exception as exc:
             # A value pydicom keeps but cannot convert (a DS "1,5", an IS "1A").
-            raise Rejected(
+            raise InstanceRejected(
                 Status.CANNOT_UNDERSTAND, f"a value cannot be represented: {exc}"[:300]
             ) from None
 
 
-def _read(fp: BinaryIO, bulk_data_threshold: int) -> _Header:
-    """The header of the file, by the fast reader where it can, else by pydicom."""
-    head = fp.read(_FAST_HEAD)
-    fast = read_fast_header(head, bulk_data_threshold, "", record_positions=True)
-    whole = len(head) < _FAST_HEAD
-    if fast is not None and (fast.pixel_data_offset is not None or whole):
-        return fast
-    if not whole and fp.seek(0, io.SEEK_END) <= _FAST_WHOLE_FILE:
-        # The header did not fit the first read: try again on the whole file.
-        fp.seek(0)
-        fast = read_fast_header(fp.read(), bulk_data_threshold, "", record_positions=True)
+def _read(fp: BinaryIO, data: bytes | None, bulk_data_threshold: int) -> _Header:
+    """The header of the file, by the fast reader where it can, else by pydicom.
+
+    `data` is the whole file when it is in memory; a file is read in part first, whole
+    only when its header did not fit.
+    """
+    if data is None:
+        head = fp.read(_FAST_HEAD)
+        fast = read_fast_header(head, bulk_data_threshold, "", record_positions=True)
+        if fast is not None and (fast.pixel_data_offset is not None or len(head) < _FAST_HEAD):
+            return fast
+        if len(head) == _FAST_HEAD and fp.seek(0, io.SEEK_END) <= _FAST_WHOLE_FILE:
+            fp.seek(0)
+            data = fp.read()
+    if data is not None:
+        fast = read_fast_header(data, bulk_data_threshold, "", record_positions=True)
         if fast is not None:
             return fast
     fp.seek(0)
@@ -132,12 +122,12 @@ def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
     The record's blob key, size and hash are left empty: the caller knows them.
     """
     with open(source, "rb") if isinstance(source, Path) else io.BytesIO(source) as fp:
-        header = _read(fp, bulk_data_threshold)
+        header = _read(fp, None if isinstance(source, Path) else source, bulk_data_threshold)
         sop_class = header.text("SOPClassUID")
         sop_instance = header.text("SOPInstanceUID")
 
-        def reject(status: Status, detail: str) -> Rejected:
-            return Rejected(
+        def reject(status: Status, detail: str) -> InstanceRejected:
+            return InstanceRejected(
                 status,
                 detail,
                 sop_class if sop_class and is_valid_uid(sop_class) else None,
@@ -207,25 +197,25 @@ def _read_header(fp: BinaryIO) -> tuple[Dataset, dict[int, list[int]]]:
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
     except InvalidDicomError:
-        raise Rejected(
+        raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, "not a DICOM Part 10 file (no DICM prefix or file meta)"
         ) from None
     except EOFError:
-        raise Rejected(Status.TRUNCATED_DATA_SET, "the data set ends early") from None
+        raise InstanceRejected(Status.TRUNCATED_DATA_SET, "the data set ends early") from None
     except Exception as exc:
         # pydicom reports malformed input with many exception types; all mean the same.
-        raise Rejected(
+        raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
         ) from None
     if "TransferSyntaxUID" not in ds.file_meta:
-        raise Rejected(Status.CANNOT_UNDERSTAND, "the file meta has no TransferSyntaxUID")
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, "the file meta has no TransferSyntaxUID")
     positions = raw_positions(ds)
     try:
         # Parse every element now, so a malformed value fails here and not later.
         for elem in ds.iterall():
             _ = elem.value
     except Exception as exc:
-        raise Rejected(
+        raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
         ) from None
     return ds, positions

@@ -79,6 +79,7 @@ class ServerProcess:
     port: int
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -102,6 +103,7 @@ class ServerProcess:
                     str(self.port),
                     "--dimse-port",
                     "0",
+                    *self.extra_args,
                     "--log-level",
                     "warning",
                 ],

@@ -57,48 +57,54 @@ class SeriesCache:
         self._rows.clear()
 
 
+SeriesKeys = dict[str, tuple[int, int, int]]
+
+
+@dataclass
+class _Created:
+    """Rows a batch created, which the aggregates count besides the instances."""
+
+    # (study, patient, modality) of each new series
+    series: list[tuple[int, int, str | None]] = field(default_factory=list)
+    # patient of each new study
+    study_patients: list[int] = field(default_factory=list)
+    # ModalitiesInStudy as it was, for the studies that get a new series
+    modalities: dict[int, str] = field(default_factory=dict)
+
+
 def add_batch(
     conn: Connection, records: Sequence[InstanceRecord], cache: SeriesCache
 ) -> list[AddResult]:
-    """Index `records` and update the aggregates; one result per record, in order."""
+    """Index `records` and update the aggregates; one result per record, in order.
+
+    The series rows come from `cache` when it knows them all (the common case: more
+    instances of series indexed before), else they are found or created with their
+    studies and patients. Instances are inserted with ON CONFLICT DO NOTHING; those
+    that were there already are duplicates or conflicts by their hash.
+    """
     now = datetime.now(UTC)
-    known = {r.series.series_instance_uid: cache.get(r.series.series_instance_uid) for r in records}
-    if all(keys is not None for keys in known.values()):
-        return _add_to_known_series(conn, records, known, now)  # type: ignore[arg-type]
-    rows = conn.execute(
-        select(schema.instance.c.sop_instance_uid, schema.instance.c.sha256).where(
-            schema.instance.c.sop_instance_uid.in_(sorted({r.sop_instance_uid for r in records}))
-        )
-    )
-    stored = {row.sop_instance_uid: row.sha256 for row in rows}
-    results: list[AddResult] = []
-    added: list[InstanceRecord] = []
-    for r in records:
-        sha = stored.get(r.sop_instance_uid)
-        if sha is None:
-            stored[r.sop_instance_uid] = r.sha256
-            added.append(r)
-            results.append(AddResult.ADDED)
-        else:
-            results.append(AddResult.DUPLICATE if sha == r.sha256 else AddResult.CONFLICT)
-    if added:
-        _add_new(conn, conn.dialect.name, added, now, cache)
+    wanted = {r.series.series_instance_uid for r in records}
+    cached = {uid: cache.get(uid) for uid in wanted}
+    if all(keys is not None for keys in cached.values()):
+        keys: SeriesKeys = {uid: k for uid, k in cached.items() if k is not None}
+        created = _Created()
+    else:
+        keys, created = _find_or_create_series(conn, records, now)
+        for uid, series_keys in keys.items():
+            cache.put(uid, series_keys)
+    results, added = _insert_instances(conn, records, keys, now)
+    _update_aggregates(conn, added, keys, created, now)
     return results
 
 
-def _add_to_known_series(
-    conn: Connection,
-    records: Sequence[InstanceRecord],
-    known: dict[str, tuple[int, int, int]],
-    now: datetime,
-) -> list[AddResult]:
-    """The common case: more instances of series indexed before. Insert what is new,
-    then three counter updates; no row to create and no modality to add."""
+def _insert_instances(
+    conn: Connection, records: Sequence[InstanceRecord], keys: SeriesKeys, now: datetime
+) -> tuple[list[AddResult], list[InstanceRecord]]:
     inserted = {
         row.sop_instance_uid
         for row in conn.execute(
             _insert_new_instances(conn.dialect.name),
-            [_instance_row(r, *known[r.series.series_instance_uid][:2], now) for r in records],
+            [_instance_row(r, *keys[r.series.series_instance_uid][:2], now) for r in records],
         )
     }
     missing = sorted({r.sop_instance_uid for r in records} - inserted)
@@ -120,18 +126,38 @@ def _add_to_known_series(
             results.append(AddResult.ADDED)
         else:
             results.append(AddResult.DUPLICATE if stored[uid] == r.sha256 else AddResult.CONFLICT)
+    return results, added
+
+
+def _update_aggregates(
+    conn: Connection,
+    added: list[InstanceRecord],
+    keys: SeriesKeys,
+    created: _Created,
+    now: datetime,
+) -> None:
     series_delta: dict[int, dict[str, int]] = {}
     study_delta: dict[int, dict[str, int]] = {}
     patient_delta: dict[int, dict[str, int]] = {}
     for r in added:
-        series_pk, study_pk, patient_pk = known[r.series.series_instance_uid]
+        series_pk, study_pk, patient_pk = keys[r.series.series_instance_uid]
         _bump(series_delta, series_pk, "number_of_instances")
         _bump(study_delta, study_pk, "number_of_instances")
         _bump(patient_delta, patient_pk, "number_of_instances")
+    modalities = dict(created.modalities)
+    for study_pk, patient_pk, modality in created.series:
+        _bump(study_delta, study_pk, "number_of_series")
+        _bump(patient_delta, patient_pk, "number_of_series")
+        if modality:
+            modalities[study_pk] = _add_modality(modalities[study_pk], modality)
+    for patient_pk in created.study_patients:
+        _bump(patient_delta, patient_pk, "number_of_studies")
+    assign: dict[int, dict[str, Any]] = {pk: {"updated_at": now} for pk in study_delta}
+    for study_pk, value in modalities.items():
+        assign.setdefault(study_pk, {})["modalities_in_study"] = value
     _increment(conn, schema.series, series_delta, {})
-    _increment(conn, schema.study, study_delta, {pk: {"updated_at": now} for pk in study_delta})
+    _increment(conn, schema.study, study_delta, assign)
     _increment(conn, schema.patient, patient_delta, {})
-    return results
 
 
 def _patient_key(r: InstanceRecord) -> Key:
@@ -146,90 +172,61 @@ def _series_key(r: InstanceRecord) -> Key:
     return (r.series.series_instance_uid,)
 
 
-def _add_new(
-    conn: Connection,
-    dialect: str,
-    added: list[InstanceRecord],
-    now: datetime,
-    cache: SeriesCache,
-) -> None:
+def _find_or_create_series(
+    conn: Connection, records: Sequence[InstanceRecord], now: datetime
+) -> tuple[SeriesKeys, _Created]:
+    """(series, study, patient) keys of the records' series, creating missing rows."""
     # The first record of a patient, study or series gives its attributes.
-    first: dict[tuple[str, Key], InstanceRecord] = {}
-    for r in added:
-        for level, key in (("p", _patient_key(r)), ("st", _study_key(r)), ("se", _series_key(r))):
-            first.setdefault((level, key), r)
-
-    def firsts(level: str) -> dict[Key, InstanceRecord]:
-        return {key: r for (lv, key), r in first.items() if lv == level}
-
+    patient_rows: dict[Key, dict[str, Any]] = {}
+    for r in records:
+        patient_rows.setdefault(_patient_key(r), _patient_row(r))
     patients = _get_or_create(
-        conn,
-        dialect,
-        schema.patient,
-        ("patient_id", "issuer_of_patient_id"),
-        {k: _patient_row(r) for k, r in firsts("p").items()},
+        conn, schema.patient, ("patient_id", "issuer_of_patient_id"), patient_rows
     )
+    study_rows: dict[Key, dict[str, Any]] = {}
+    for r in records:
+        study_rows.setdefault(_study_key(r), _study_row(r, patients.ids[_patient_key(r)], now))
     studies = _get_or_create(
         conn,
-        dialect,
         schema.study,
         ("study_instance_uid",),
-        {k: _study_row(r, patients.ids[_patient_key(r)], now) for k, r in firsts("st").items()},
+        study_rows,
         extra=("modalities_in_study", "patient_pk"),
     )
+    series_rows: dict[Key, dict[str, Any]] = {}
+    for r in records:
+        series_rows.setdefault(_series_key(r), _series_row(r, studies.ids[_study_key(r)], now))
     series = _get_or_create(
-        conn,
-        dialect,
-        schema.series,
-        ("series_instance_uid",),
-        {k: _series_row(r, studies.ids[_study_key(r)], now) for k, r in firsts("se").items()},
-        extra=("study_pk", "modality"),
-    )
-    conn.execute(
-        schema.instance.insert(),
-        [
-            _instance_row(r, series.ids[_series_key(r)], studies.ids[_study_key(r)], now)
-            for r in added
-        ],
+        conn, schema.series, ("series_instance_uid",), series_rows, extra=("study_pk", "modality")
     )
 
-    series_delta: dict[int, dict[str, int]] = {}
-    study_delta: dict[int, dict[str, int]] = {}
-    patient_delta: dict[int, dict[str, int]] = {}
-    for r in added:
-        _bump(series_delta, series.ids[_series_key(r)], "number_of_instances")
-        _bump(study_delta, studies.ids[_study_key(r)], "number_of_instances")
-        _bump(patient_delta, patients.ids[_patient_key(r)], "number_of_instances")
-    modalities = {studies.ids[k]: v["modalities_in_study"] for k, v in studies.values.items()}
-    for key in series.created:
-        study_pk = series.values[key]["study_pk"]
-        patient_pk = _patient_of(studies, study_pk)
-        _bump(study_delta, study_pk, "number_of_series")
-        _bump(patient_delta, patient_pk, "number_of_series")
-        modality = series.values[key]["modality"]
-        if modality:
-            modalities[study_pk] = _add_modality(modalities[study_pk], modality)
-    for key in studies.created:
-        _bump(patient_delta, studies.values[key]["patient_pk"], "number_of_studies")
-
-    _increment(conn, schema.series, series_delta, {})
-    _increment(
-        conn,
-        schema.study,
-        study_delta,
-        {pk: {"modalities_in_study": modalities[pk], "updated_at": now} for pk in study_delta},
-    )
-    _increment(conn, schema.patient, patient_delta, {})
+    patient_of = {studies.ids[k]: int(v["patient_pk"]) for k, v in studies.values.items()}
+    # A series indexed before under another study (inconsistent data) keeps its study.
+    others = {int(v["study_pk"]) for v in series.values.values()} - set(patient_of)
+    if others:
+        rows = conn.execute(
+            select(schema.study.c.id, schema.study.c.patient_pk).where(
+                schema.study.c.id.in_(sorted(others))
+            )
+        )
+        patient_of.update({int(row.id): int(row.patient_pk) for row in rows})
+    keys: SeriesKeys = {}
     for key, series_pk in series.ids.items():
         study_pk = int(series.values[key]["study_pk"])
-        cache.put(key[0], (series_pk, study_pk, _patient_of(studies, study_pk)))
-
-
-def _patient_of(studies: _Rows, study_pk: int) -> int:
-    for key, pk in studies.ids.items():
-        if pk == study_pk:
-            return int(studies.values[key]["patient_pk"])
-    raise KeyError(study_pk)
+        keys[key[0]] = (series_pk, study_pk, patient_of[study_pk])
+    created = _Created(
+        series=[
+            (int(series.values[k]["study_pk"]), keys[k[0]][2], series.values[k]["modality"])
+            for k in sorted(series.created)
+        ],
+        study_patients=[int(studies.values[k]["patient_pk"]) for k in sorted(studies.created)],
+    )
+    # A new series belongs to one of the batch's studies, created or locked above.
+    modalities_of = {
+        studies.ids[k]: str(v["modalities_in_study"]) for k, v in studies.values.items()
+    }
+    created.modalities = {study_pk: modalities_of[study_pk] for study_pk, _, _ in created.series}
+    return keys, created
 
 
 def _bump(deltas: dict[int, dict[str, int]], pk: int, column: str) -> None:
@@ -280,7 +277,6 @@ def _update_statement(table: Table, counters: tuple[str, ...], values: tuple[str
 
 def _get_or_create(
     conn: Connection,
-    dialect: str,
     table: Table,
     key_columns: tuple[str, ...],
     wanted: dict[Key, dict[str, Any]],
@@ -291,7 +287,7 @@ def _get_or_create(
     ordered = sorted(wanted)
     result = _Rows()
     inserted = conn.execute(
-        insert(dialect, table)
+        insert(conn.dialect.name, table)
         .on_conflict_do_nothing(index_elements=list(key_columns))
         .returning(table.c.id, *columns),
         [wanted[k] for k in ordered],

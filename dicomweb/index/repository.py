@@ -58,7 +58,6 @@ class Index:
     def __init__(self, reader: AsyncEngine, writer: Writer) -> None:
         self._reader = reader
         self._writer = writer
-        self.dialect = reader.dialect.name
         self._pending: list[tuple[InstanceRecord, asyncio.Future[AddResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._series = SeriesCache()

@@ -172,25 +172,22 @@ class FilesystemStagedBlob:
 
     async def commit(self, key: str) -> bool:
         _check_key(key)
-        if self._done:
-            raise RuntimeError("commit after abort or commit")
-        await self.finish()
-        self._done = True
-        self._release()
-        return await to_thread.run_sync(self._commit_sync, key)
+        _, created = await self.seal(lambda _source, _info: key)
+        return created
 
     def _seal_sync(self, name: Callable[[bytes | Path, BlobInfo], str]) -> tuple[str, bool]:
         assert self._buffer is not None
         # Bytes still in the buffer are handed over as they are: cheaper than a read back.
         memory = None if self._flushed else self._buffer[: self._fill]
-        self._info = self._finish_sync()
+        if self._info is None:
+            self._info = self._finish_sync()
         key = _check_key(name(self._path if memory is None else memory, self._info))
         self._done = True
         return key, self._commit_sync(key)
 
     async def seal(self, name: Callable[[bytes | Path, BlobInfo], str]) -> tuple[str, bool]:
-        if self._done or self._info is not None:
-            raise RuntimeError("seal after finish, commit or abort")
+        if self._done:
+            raise RuntimeError("seal or commit after commit or abort")
         try:
             return await to_thread.run_sync(self._seal_sync, name)
         finally:

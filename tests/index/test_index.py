@@ -111,3 +111,36 @@ async def test_concurrent_same_instance(index: Index) -> None:
 
 async def test_healthy(index: Index) -> None:
     assert await index.healthy()
+
+
+async def test_duplicates_found_after_reopen(database_url: str, index: Index) -> None:
+    """A new process knows no series yet: a re-store still finds the stored instance."""
+    first = record(new_uid(), new_uid())
+    assert await index.add_instance(first) is AddResult.ADDED
+    reopened = await Index.open(database_url)
+    try:
+        assert await reopened.add_instance(first) is AddResult.DUPLICATE
+        changed = dataclasses.replace(first, sha256="b" * 64, blob_key=first.blob_key + "x")
+        assert await reopened.add_instance(changed) is AddResult.CONFLICT
+        assert (await reopened.totals()).instances == 1
+    finally:
+        await reopened.close()
+
+
+async def test_series_reused_under_another_study(index: Index) -> None:
+    """Inconsistent data: an instance names a known series but another study. It joins
+    the series (and its study) rather than failing."""
+    study, series = new_uid(), new_uid()
+    assert await index.add_instance(record(study, series)) is AddResult.ADDED
+    stray = record(new_uid(), series)
+    assert await index.add_instance(stray) is AddResult.ADDED
+    stored = await index.get_instance(stray.sop_instance_uid)
+    assert stored is not None
+    assert (stored.study_instance_uid, stored.series_instance_uid) == (study, series)
+    async with index._reader.connect() as conn:
+        row = (
+            await conn.execute(
+                select(schema.study).where(schema.study.c.study_instance_uid == study)
+            )
+        ).one()
+        assert (row.number_of_series, row.number_of_instances) == (1, 2)

@@ -8,6 +8,7 @@ import io
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from dicomweb_client.api import DICOMwebClient
 from sqlalchemy import select
 
 from dicomweb.index import Index, schema
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 from tests.dicomfactory import CONTENT_TYPE, ct_dataset, multipart, new_uid, to_bytes
 
 pytestmark = pytest.mark.slow
@@ -199,3 +200,30 @@ def test_kill_during_concurrent_upload(server: ServerProcess, round_: int) -> No
         time.sleep(0.1)
     assert list((server.data_dir / "tmp").iterdir()) == []
     assert _blob_files(server.data_dir) == indexed
+
+
+def test_several_worker_processes(tmp_path: Path, database_url: str) -> None:
+    """`--workers 2`: two processes share the data directory and the index."""
+    server = ServerProcess(
+        tmp_path / "data", database_url, free_port(), extra_args=("--workers", "2")
+    )
+    server.start()
+    try:
+        study = new_uid()
+        datasets = [ct_dataset(study, instance_number=n, seed=n) for n in range(12)]
+
+        def post(ds: pydicom.Dataset) -> int:
+            response = httpx.post(
+                f"{server.url}/dicomweb/studies",
+                content=multipart([to_bytes(ds)]),
+                headers={"content-type": CONTENT_TYPE},
+                timeout=30,
+            )
+            return response.status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(post, datasets)) == [200] * 12
+        rows = asyncio.run(stored_rows(server.database_url))
+        assert sorted(r[0] for r in rows) == sorted(ds.SOPInstanceUID for ds in datasets)
+    finally:
+        server.stop()

@@ -37,6 +37,7 @@ from pydicom.uid import (
 
 from dicomweb import parsing
 from dicomweb.dicomjson import instance_json
+from dicomweb.errors import InstanceRejected
 from dicomweb.fastheader import (
     RECORD_INTEGER_KEYWORDS,
     RECORD_TEXT_KEYWORDS,
@@ -80,7 +81,7 @@ def reference(data: bytes, threshold: int) -> Reference | None:
         fp = io.BytesIO(data)
         try:
             ds, positions = parsing._read_header(fp)
-        except parsing.Rejected:
+        except InstanceRejected:
             return None
         # dcmread rewinds to the pixel data element it stopped before.
         offset = fp.tell() if fp.tell() < len(data) else None

@@ -9,8 +9,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomweb.errors import InstanceRejected
 from dicomweb.ingest import Incoming
-from dicomweb.parsing import Rejected, extract
+from dicomweb.parsing import extract
 from dicomweb.status import Status
 from dicomweb.storage import FilesystemBlobStore
 from tests.dicomfactory import ct_dataset, to_bytes
@@ -68,13 +69,13 @@ def test_extract_records_and_refusals(tmp_path: Path) -> None:
         assert record.series.modality == "CT"
         assert record.number_of_frames == 1
 
-    with pytest.raises(Rejected) as refused:
+    with pytest.raises(InstanceRejected) as refused:
         extract(b"not dicom" * 50, 1024)
     assert refused.value.dicom_status is Status.CANNOT_UNDERSTAND
 
     no_uid = ct_dataset()
     del no_uid.SOPInstanceUID
-    with pytest.raises(Rejected) as refused:
+    with pytest.raises(InstanceRejected) as refused:
         extract(to_bytes(no_uid), 1024)
     assert refused.value.dicom_status is Status.INVALID_UID
     assert refused.value.sop_class_uid == no_uid.SOPClassUID
@@ -88,9 +89,9 @@ async def test_seal_refused_by_name_leaves_nothing(tmp_path: Path) -> None:
 
     def refuse(source: Path | bytes, info: object) -> str:
         assert source == b"x" * 5000
-        raise Rejected(Status.CANNOT_UNDERSTAND, "no")
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, "no")
 
-    with pytest.raises(Rejected):
+    with pytest.raises(InstanceRejected):
         await staged.seal(refuse)
     await staged.abort()
     assert list(store.tmp_dir.iterdir()) == []
