@@ -19,12 +19,22 @@ from dicomweb.config import SERVICE_ROOT, Config
 from dicomweb.errors import DicomwebError
 from dicomweb.index import Index
 from dicomweb.ingest import Ingestor
+from dicomweb.qido import search_instances, search_series, search_studies
 from dicomweb.storage import BlobStore, FilesystemBlobStore
 from dicomweb.stow import store_instances
+from dicomweb.wado import (
+    retrieve_bulkdata,
+    retrieve_frames,
+    retrieve_instances,
+    retrieve_metadata,
+    retrieve_pixel_data,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+_SERIES = "/studies/{study}/series/{series}"
+_INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
 
 
 def problem(status: int, title: str, detail: str) -> Response:
@@ -35,7 +45,9 @@ def problem(status: int, title: str, detail: str) -> Response:
 
 async def _dicomweb_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DicomwebError)
-    return problem(exc.http_status, exc.title, exc.detail)
+    response = problem(exc.http_status, exc.title, exc.detail)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -91,6 +103,27 @@ def create_app(config: Config) -> Starlette:
             routes=[
                 Route("/studies", store_instances, methods=["POST"]),
                 Route("/studies/{study}", store_instances, methods=["POST"]),
+                Route("/studies", search_studies, methods=["GET"]),
+                Route("/series", search_series, methods=["GET"]),
+                Route("/instances", search_instances, methods=["GET"]),
+                Route("/studies/{study}/series", search_series, methods=["GET"]),
+                Route("/studies/{study}/instances", search_instances, methods=["GET"]),
+                Route(
+                    "/studies/{study}/series/{series}/instances",
+                    search_instances,
+                    methods=["GET"],
+                ),
+                Route("/studies/{study}", retrieve_instances, methods=["GET"]),
+                Route("/studies/{study}/metadata", retrieve_metadata, methods=["GET"]),
+                Route("/studies/{study}/pixeldata", retrieve_pixel_data, methods=["GET"]),
+                Route(_SERIES, retrieve_instances, methods=["GET"]),
+                Route(f"{_SERIES}/metadata", retrieve_metadata, methods=["GET"]),
+                Route(f"{_SERIES}/pixeldata", retrieve_pixel_data, methods=["GET"]),
+                Route(_INSTANCE, retrieve_instances, methods=["GET"]),
+                Route(f"{_INSTANCE}/metadata", retrieve_metadata, methods=["GET"]),
+                Route(f"{_INSTANCE}/pixeldata", retrieve_pixel_data, methods=["GET"]),
+                Route(f"{_INSTANCE}/frames/{{frames}}", retrieve_frames, methods=["GET"]),
+                Route(f"{_INSTANCE}/bulkdata/{{path:path}}", retrieve_bulkdata, methods=["GET"]),
             ],
         ),
     ]

@@ -7,6 +7,7 @@
      +-- NotAcceptable (406)
      +-- PayloadTooLarge (413)
      +-- UnsupportedMediaType (415)
+     +-- RangeNotSatisfiable (416)
      +-- ServiceUnavailable (503)
      +-- InstanceRejected (per instance; STOW-RS FailedSOPSequence, C-STORE status)
 
@@ -14,6 +15,9 @@ Only these become 4xx responses; any other exception is a bug and a 500.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from dicomweb.status import MEANINGS, Status
 
@@ -24,6 +28,8 @@ class DicomwebError(Exception):
     http_status: int = 400
     dicom_status: Status = Status.PROCESSING_FAILURE
     title: str = "Bad Request"
+    # Response headers the status needs (416 says the size in Content-Range).
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -60,6 +66,17 @@ class PayloadTooLarge(DicomwebError):
 class UnsupportedMediaType(DicomwebError):
     http_status = 415
     title = "Unsupported Media Type"
+
+
+class RangeNotSatisfiable(DicomwebError):
+    """No byte of the requested Range lies within the representation."""
+
+    http_status = 416
+    title = "Range Not Satisfiable"
+
+    def __init__(self, detail: str, size: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Content-Range": f"bytes */{size}"}
 
 
 class ServiceUnavailable(DicomwebError):

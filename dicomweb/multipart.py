@@ -1,13 +1,14 @@
-"""Streaming multipart/related (RFC 2387) reading, on defnull's push parser.
+"""Streaming multipart/related (RFC 2387) reading, on defnull's push parser, and writing.
 
 The parser is fast and strict but written for multipart/form-data, whose parts must
 carry Content-Disposition; multipart/related parts need not, so segment creation is
-overridden to accept any part.
+overridden to accept any part. The writer streams parts from async sources.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from multipart import MultipartError, MultipartSegment, PushMultipartParser
@@ -128,3 +129,104 @@ def _event(event: MultipartSegment | bytes | None) -> PartHeaders | bytes | None
         )
         return PartHeaders(tuple(event.headerlist), media_type, params)
     return event
+
+
+# Pieces smaller than this are joined before they are sent: a frame response of many
+# small parts would otherwise cost one ASGI message (and socket write) per header line.
+_COALESCE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingPart:
+    """One part of a multipart/related response.
+
+    `body` is bytes, or an async iterable that is only iterated when the part is
+    written, so a response can list thousands of parts without opening any of them.
+    `length`, when known, lets the whole response carry a Content-Length.
+    """
+
+    content_type: str
+    body: bytes | AsyncIterable[bytes]
+    length: int | None = None
+    location: str | None = None
+
+
+def new_boundary() -> str:
+    """A random boundary. 128 random bits are not expected in any part's bytes, so parts
+    are not scanned for it (RFC 2046 5.1.1 asks only that it not occur)."""
+    return secrets.token_hex(16)
+
+
+def related_content_type(boundary: str, part_type: str, **parameters: str) -> str:
+    """The Content-Type of a multipart/related message whose parts are `part_type`.
+
+    Keyword parameters (underscores become hyphens) are appended, e.g. transfer_syntax.
+    """
+    value = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    for name, parameter in parameters.items():
+        value += f"; {name.replace('_', '-')}={parameter}"
+    return value
+
+
+def _part_head(boundary: str, part: OutgoingPart) -> bytes:
+    lines = [f"--{boundary}", f"Content-Type: {part.content_type}"]
+    if part.length is not None:
+        lines.append(f"Content-Length: {part.length}")
+    if part.location is not None:
+        lines.append(f"Content-Location: {part.location}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("latin-1")
+
+
+def related_length(boundary: str, parts: Iterable[OutgoingPart]) -> int | None:
+    """The byte length of write_related(parts), or None if a part's length is unknown."""
+    total = len(_closing(boundary))
+    for part in parts:
+        length = len(part.body) if isinstance(part.body, bytes) else part.length
+        if length is None:
+            return None
+        total += len(_part_head(boundary, part)) + length + 2
+    return total
+
+
+async def write_related(
+    parts: AsyncIterable[OutgoingPart] | Iterable[OutgoingPart], boundary: str
+) -> AsyncIterator[bytes]:
+    """Yield a multipart/related body (RFC 2387) part by part, never holding a whole part
+    unless it was given as bytes. Small pieces are joined up to 64 KiB."""
+    pending = bytearray()
+    async for part in _aiter(parts):
+        pending += _part_head(boundary, part)
+        pieces = _single(part.body) if isinstance(part.body, bytes) else part.body
+        async for piece in pieces:
+            if len(piece) >= _COALESCE_BYTES:
+                if pending:
+                    yield bytes(pending)
+                    pending.clear()
+                yield piece
+            else:
+                pending += piece
+                if len(pending) >= _COALESCE_BYTES:
+                    yield bytes(pending)
+                    pending.clear()
+        pending += b"\r\n"
+    pending += _closing(boundary)
+    yield bytes(pending)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _aiter(
+    items: AsyncIterable[OutgoingPart] | Iterable[OutgoingPart],
+) -> AsyncIterator[OutgoingPart]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

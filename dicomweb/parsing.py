@@ -20,6 +20,7 @@ from dicomweb.fastheader import read_fast_header
 from dicomweb.index import InstanceRecord
 from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAttributes
 from dicomweb.pixels.frames import FrameLayoutError, FrameTable, locate_frames
+from dicomweb.query import Level, level_attributes
 from dicomweb.resources import InstanceKey, is_valid_uid, validate_uid
 from dicomweb.status import Status
 
@@ -150,6 +151,9 @@ def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
             raise reject(Status.TRUNCATED_DATA_SET, f"pixel data: {exc}") from None
     assert sop_class is not None
     metadata, bulkdata = header.instance_json(_pixel_element(header, frames), key.path)
+    model = orjson.loads(metadata)
+    study_attributes = orjson.dumps(level_attributes(model, Level.STUDY))
+    series_attributes = orjson.dumps(level_attributes(model, Level.SERIES))
     return InstanceRecord(
         patient=PatientAttributes(
             patient_id=header.text("PatientID") or "",
@@ -166,6 +170,7 @@ def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
             study_id=header.text("StudyID"),
             study_description=header.text("StudyDescription"),
             referring_physician_name=header.text("ReferringPhysicianName"),
+            attributes=study_attributes,
         ),
         series=SeriesAttributes(
             series_instance_uid=key.series_instance_uid,
@@ -176,6 +181,7 @@ def extract(source: Path | bytes, bulk_data_threshold: int) -> InstanceRecord:
             series_time=header.text("SeriesTime"),
             performed_procedure_step_start_date=header.text("PerformedProcedureStepStartDate"),
             performed_procedure_step_start_time=header.text("PerformedProcedureStepStartTime"),
+            attributes=series_attributes,
         ),
         sop_instance_uid=key.sop_instance_uid,
         sop_class_uid=sop_class,

@@ -9,6 +9,7 @@ from starlette.routing import Mount, Route
 
 from dicomweb.app import create_app
 from dicomweb.config import Config
+from dicomweb.query import ATTRIBUTES, SEQUENCES
 from dicomweb.status import Status
 
 STATEMENT = Path(__file__).parent.parent / "conformance" / "conformance-statement.md"
@@ -65,5 +66,26 @@ def test_http_status_codes_are_those_the_code_can_send() -> None:
         sent |= {int(m) for m in re.findall(r"http_status = (\d{3})", text)}
         if path.name == "stow.py":
             sent |= {int(m) for m in re.findall(r"\b(200|202|400|409)\b", text)}
-    # 404 and 503 belong to resources this version does not have.
-    assert documented == sent - {404, 503}
+        if path.name == "wado.py":
+            sent |= {int(m) for m in re.findall(r"status_code=(\d{3})", text)}
+    # 503 belongs to resources this version does not have.
+    assert documented == sent - {503}
+
+
+def test_search_keys_match_the_query_model() -> None:
+    documented = {
+        (row[0].lower(), row[1], row[4]) for row in table_after("return attributes (checked)")
+    }
+    expected = {
+        (a.level.value, a.keyword, "matching, returned" if a.matching else "returned")
+        for a in ATTRIBUTES
+    }
+    expected |= {
+        (s.level.value, f"{s.keyword}.{item.keyword}", "matching, returned")
+        for s in SEQUENCES
+        for item in s.items
+    }
+    assert documented == expected
+    tags = {row[1]: row[2] for row in table_after("return attributes (checked)")}
+    for a in ATTRIBUTES:
+        assert tags[a.keyword] == f"({a.tag >> 16:04X},{a.tag & 0xFFFF:04X})"

@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Table, bindparam, select, tuple_, update
 
 from dicomweb.index import schema
 from dicomweb.index.engine import insert
 from dicomweb.index.records import AddResult, InstanceRecord
+from dicomweb.query import (
+    PATIENT_NAME,
+    REFERRING_PHYSICIAN_NAME,
+    datetime_key,
+    name_keys,
+    normalize_time,
+    request_items,
+)
 
 Key = tuple[str, ...]
 
@@ -200,6 +209,7 @@ def _find_or_create_series(
         conn, schema.series, ("series_instance_uid",), series_rows, extra=("study_pk", "modality")
     )
 
+    _add_search_rows(conn, records, studies, series)
     patient_of = {studies.ids[k]: int(v["patient_pk"]) for k, v in studies.values.items()}
     # A series indexed before under another study (inconsistent data) keeps its study.
     others = {int(v["study_pk"]) for v in series.values.values()} - set(patient_of)
@@ -227,6 +237,42 @@ def _find_or_create_series(
     }
     created.modalities = {study_pk: modalities_of[study_pk] for study_pk, _, _ in created.series}
     return keys, created
+
+
+def _add_search_rows(
+    conn: Connection, records: Sequence[InstanceRecord], studies: _Rows, series: _Rows
+) -> None:
+    """The name keys of new studies and the request attribute items of new series.
+
+    A row's attributes come from the first record that names it, as in the row itself.
+    """
+    first_of_study: dict[Key, InstanceRecord] = {}
+    first_of_series: dict[Key, InstanceRecord] = {}
+    for r in records:
+        first_of_study.setdefault(_study_key(r), r)
+        first_of_series.setdefault(_series_key(r), r)
+    names = [
+        {"study_pk": studies.ids[key], "tag": tag, "kind": kind, "key": name}
+        for key in sorted(studies.created)
+        for tag, value in (
+            (PATIENT_NAME, first_of_study[key].patient.patient_name),
+            (REFERRING_PHYSICIAN_NAME, first_of_study[key].study.referring_physician_name),
+        )
+        for kind, name in name_keys(value)
+    ]
+    requests = [
+        {
+            "series_pk": series.ids[key],
+            "scheduled_procedure_step_id": step,
+            "requested_procedure_id": procedure,
+        }
+        for key in sorted(series.created)
+        for step, procedure in request_items(orjson.loads(first_of_series[key].series.attributes))
+    ]
+    if names:
+        conn.execute(insert(conn.dialect.name, schema.name_key), names)
+    if requests:
+        conn.execute(insert(conn.dialect.name, schema.request_attribute), requests)
 
 
 def _bump(deltas: dict[int, dict[str, int]], pk: int, column: str) -> None:
@@ -341,6 +387,9 @@ def _study_row(r: InstanceRecord, patient_pk: int, now: datetime) -> dict[str, A
         "study_description": r.study.study_description,
         "referring_physician_name": r.study.referring_physician_name,
         "modalities_in_study": "",
+        "datetime_key": datetime_key(r.study.study_date, r.study.study_time),
+        "time_key": normalize_time(r.study.study_time),
+        "attributes": r.study.attributes,
         "number_of_series": 0,
         "number_of_instances": 0,
         "created_at": now,
@@ -359,6 +408,11 @@ def _series_row(r: InstanceRecord, study_pk: int, now: datetime) -> dict[str, An
         "series_time": r.series.series_time,
         "performed_procedure_step_start_date": r.series.performed_procedure_step_start_date,
         "performed_procedure_step_start_time": r.series.performed_procedure_step_start_time,
+        "series_time_key": normalize_time(r.series.series_time),
+        "performed_procedure_step_start_time_key": normalize_time(
+            r.series.performed_procedure_step_start_time
+        ),
+        "attributes": r.series.attributes,
         "number_of_instances": 0,
         "created_at": now,
     }

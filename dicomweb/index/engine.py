@@ -26,6 +26,8 @@ _MIGRATION_LOCK = 0x44494357
 
 T = TypeVar("T")
 
+_POSTGRES_SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+
 
 class Writer(Protocol):
     """Runs a synchronous function of a Connection inside one write transaction."""
@@ -77,7 +79,15 @@ def create_engines(url: str) -> tuple[AsyncEngine, Writer]:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            # Index lookups of a few ms: starting parallel workers or JIT-compiling a
+            # plan costs more than the query itself.
+            connect_args={"server_settings": _POSTGRES_SESSION},
+        )
         return engine, AsyncWriter(engine)
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +109,9 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
             "synchronous=FULL",
             "busy_timeout=30000",
             "foreign_keys=ON",
+            # LIKE is case-sensitive, as matching is (PS3.4 C.2.2.2.4); person names
+            # are matched through folded keys instead.
+            "case_sensitive_like=ON",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

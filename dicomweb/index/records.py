@@ -24,6 +24,8 @@ class StudyAttributes:
     study_id: str | None
     study_description: str | None
     referring_physician_name: str | None
+    # Its Patient and Study level attributes as DICOM JSON (see query.level_attributes).
+    attributes: bytes = b"{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class SeriesAttributes:
     series_time: str | None
     performed_procedure_step_start_date: str | None
     performed_procedure_step_start_time: str | None
+    # Its Series level attributes as DICOM JSON.
+    attributes: bytes = b"{}"
 
 
 @dataclass(frozen=True, slots=True)

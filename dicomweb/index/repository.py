@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from anyio import to_thread
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,6 +17,8 @@ from dicomweb.index import schema
 from dicomweb.index.batch import SeriesCache, add_batch
 from dicomweb.index.engine import Writer, create_engines, migrate
 from dicomweb.index.records import AddResult, InstanceRecord
+from dicomweb.index.search import SearchResult, build_locate, build_select, to_datasets
+from dicomweb.query import Query
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,33 @@ class StoredInstance:
     frames: bytes | None
     metadata: bytes
     bulkdata: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """What a retrieve needs to know of an instance before it reads the instance."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    number_of_frames: int
+    blob_key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where an instance to be retrieved is."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +193,76 @@ class Index:
             row = (await conn.execute(query)).first()
         return None if row is None else _stored(row)
 
+    async def list_instances(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[InstanceSummary]:
+        """The instances of a study, of one of its series, or one instance of that series.
+
+        Ordered for retrieval: series by Series Number, then UID; instances by Instance
+        Number, then UID (absent numbers last). Empty when nothing matches, also when
+        the series is not in the study or the instance not in the series.
+        """
+        i, se, st = schema.instance, schema.series, schema.study
+        query = (
+            select(
+                st.c.study_instance_uid,
+                se.c.series_instance_uid,
+                i.c.sop_instance_uid,
+                i.c.transfer_syntax_uid,
+                i.c.number_of_frames,
+                i.c.blob_key,
+                i.c.size,
+                i.c.sha256,
+            )
+            .join(se, se.c.id == i.c.series_pk)
+            .join(st, st.c.id == i.c.study_pk)
+            .where(st.c.study_instance_uid == study_instance_uid)
+            .order_by(
+                se.c.series_number.is_(None),
+                se.c.series_number,
+                se.c.series_instance_uid,
+                i.c.instance_number.is_(None),
+                i.c.instance_number,
+                i.c.sop_instance_uid,
+            )
+        )
+        if series_instance_uid is not None:
+            query = query.where(se.c.series_instance_uid == series_instance_uid)
+        if sop_instance_uid is not None:
+            query = query.where(i.c.sop_instance_uid == sop_instance_uid)
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(query)
+            return [InstanceSummary(**row._asdict()) for row in rows]
+
+    async def get_instances(self, sop_instance_uids: Sequence[str]) -> list[StoredInstance]:
+        """The stored instances with these SOP Instance UIDs, in the order given.
+
+        Unknown UIDs are left out. Callers pass a few hundred at a time: each instance
+        brings its metadata along.
+        """
+        if not sop_instance_uids:
+            return []
+        query = _stored_query().where(schema.instance.c.sop_instance_uid.in_(sop_instance_uids))
+        async with self._reader.connect() as conn:
+            found = {row.sop_instance_uid: _stored(row) for row in await conn.execute(query)}
+        return [found[uid] for uid in sop_instance_uids if uid in found]
+
+    async def search(self, query: Query) -> SearchResult:
+        """The instances, series or studies that match `query`, as DICOM JSON."""
+        statement = build_select(query)
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return await to_thread.run_sync(to_datasets, query, rows)
+
+    async def locate(self, query: Query) -> list[Located]:
+        """The instances under the query's matches, in the order of a search."""
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(build_locate(query))).all()
+        return [Located(*row) for row in rows]
+
     async def totals(self) -> Totals:
         """How much the index holds."""
         async with self._reader.connect() as conn:
@@ -184,3 +284,26 @@ class Index:
 
 def _stored(row: Any) -> StoredInstance:
     return StoredInstance(**row._asdict())
+
+
+def _stored_query() -> Select[Any]:
+    """Every StoredInstance column, joined to the instance's series and study."""
+    i, se, st = schema.instance, schema.series, schema.study
+    return (
+        select(
+            st.c.study_instance_uid,
+            se.c.series_instance_uid,
+            i.c.sop_instance_uid,
+            i.c.sop_class_uid,
+            i.c.transfer_syntax_uid,
+            i.c.number_of_frames,
+            i.c.blob_key,
+            i.c.size,
+            i.c.sha256,
+            i.c.frames,
+            i.c.metadata,
+            i.c.bulkdata,
+        )
+        .join(se, se.c.id == i.c.series_pk)
+        .join(st, st.c.id == i.c.study_pk)
+    )

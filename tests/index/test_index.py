@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime
 
+import orjson
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import Connection, MetaData, Table, insert, select
 
 from dicomweb.index import AddResult, Index, InstanceRecord, schema
+from dicomweb.index.engine import MIGRATIONS, create_engines
 from dicomweb.index.records import PatientAttributes, SeriesAttributes, StudyAttributes
+from dicomweb.query import (
+    BY_KEYWORD,
+    REQUEST_ATTRIBUTES,
+    ItemMatch,
+    Level,
+    Query,
+    Range,
+    SingleValue,
+    Wildcard,
+)
 from tests.dicomfactory import new_uid
 
 
@@ -144,3 +159,106 @@ async def test_series_reused_under_another_study(index: Index) -> None:
             )
         ).one()
         assert (row.number_of_series, row.number_of_instances) == (1, 2)
+
+
+async def test_search_migration_fills_rows_indexed_before(database_url: str) -> None:
+    """Rows written under revision 0001 become searchable after the upgrade to 0002."""
+
+    def upgrade(conn: Connection, revision: str) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+    def write_0001_rows(conn: Connection) -> None:
+        now = datetime.now(UTC)
+        patient = sa_table(conn, "patient")
+        study = sa_table(conn, "study")
+        series = sa_table(conn, "series")
+        instance = sa_table(conn, "instance")
+        conn.execute(
+            insert(patient).values(
+                id=1,
+                patient_id="P9",
+                issuer_of_patient_id="",
+                patient_name="Old^Name",
+                number_of_studies=1,
+                number_of_series=1,
+                number_of_instances=1,
+            )
+        )
+        conn.execute(
+            insert(study).values(
+                id=1,
+                study_instance_uid="1.2.3",
+                patient_pk=1,
+                study_date="20200101",
+                study_time="1200",
+                modalities_in_study="CT",
+                number_of_series=1,
+                number_of_instances=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            insert(series).values(
+                id=1,
+                series_instance_uid="1.2.3.4",
+                study_pk=1,
+                modality="CT",
+                number_of_instances=1,
+                created_at=now,
+            )
+        )
+        metadata = {
+            "00101010": {"vr": "AS", "Value": ["042Y"]},
+            "00400275": {
+                "vr": "SQ",
+                "Value": [{"00400009": {"vr": "SH", "Value": ["STEP7"]}}],
+            },
+        }
+        conn.execute(
+            insert(instance).values(
+                sop_instance_uid="1.2.3.4.5",
+                series_pk=1,
+                study_pk=1,
+                sop_class_uid="1.2",
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+                number_of_frames=1,
+                blob_key="k",
+                size=1,
+                sha256="a" * 64,
+                metadata=orjson.dumps(metadata),
+                bulkdata=b"{}",
+                created_at=now,
+            )
+        )
+
+    _, writer = create_engines(database_url)
+    await writer.run(upgrade, "0001")
+    await writer.run(write_0001_rows)
+    await writer.dispose()
+
+    index = await Index.open(database_url)
+    try:
+        found = await index.search(
+            Query(Level.STUDY, matches=[(BY_KEYWORD["PatientName"], Wildcard("old*"))])
+        )
+        assert [ds["0020000D"]["Value"] for ds in found.datasets] == [["1.2.3"]]
+        everything = await index.search(Query(Level.STUDY, include_all=True))
+        assert everything.datasets[0]["00101010"]["Value"] == ["042Y"]
+        step = SingleValue("STEP7")
+        item = ItemMatch(((REQUEST_ATTRIBUTES.items[0], step),))
+        series = await index.search(Query(Level.SERIES, matches=[(REQUEST_ATTRIBUTES, item)]))
+        assert [ds["0020000E"]["Value"] for ds in series.datasets] == [["1.2.3.4"]]
+        by_time = await index.search(
+            Query(Level.STUDY, matches=[(BY_KEYWORD["StudyTime"], Range("115000.000000", None))])
+        )
+        assert len(by_time.datasets) == 1
+    finally:
+        await index.close()
+
+
+def sa_table(conn: Connection, name: str) -> Table:
+    return Table(name, MetaData(), autoload_with=conn)
