@@ -1,8 +1,9 @@
-"""Shared helpers for the STOW-RS benchmarks.
+"""Shared helpers for the benchmarks (bench/stow.py, bench/qido.py, bench/dimse.py).
 
 Everything here is independent of the server under test: synthetic CT data,
 UID re-stamping, multipart/related bodies, starting and stopping a server
-process, sampling its memory and CPU from /proc, and the request loops.
+process (ours or any other), sampling its memory and CPU from /proc, the
+upload loops, percentiles, machine information and plain-text tables.
 
 Linux only (it reads /proc). Only loopback addresses are ever used.
 """
@@ -13,7 +14,10 @@ import asyncio
 import contextlib
 import math
 import os
+import platform
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +35,8 @@ from pydicom.filereader import dcmread
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
 
 # --------------------------------------------------------------------------
 # UIDs
@@ -414,11 +420,14 @@ class ServerSpec:
     label: str  # human name for tables
     stow_path: str  # e.g. "/dicom-web/studies"
     health_path: str  # GET returns 200 when ready
-    # (workdir, data_dir, port) -> argv. May write config files into workdir.
-    command: Callable[[Path, Path, int], list[str]]
+    # (workdir, data_dir, http_port, dimse_port) -> argv. May write config files
+    # into workdir. dimse_port is 0 unless the spec has a DIMSE listener.
+    command: Callable[[Path, Path, int, int], list[str]]
     # Extra readiness check, given the base URL; raise to fail.
     verify: Callable[[str], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # AE title of the server's DIMSE listener; None: the server runs without one.
+    dimse_aet: str | None = None
 
 
 class ServerError(RuntimeError):
@@ -426,17 +435,33 @@ class ServerError(RuntimeError):
 
 
 class RunningServer:
-    """A server process on a fresh empty data directory, with memory sampling."""
+    """A server process on a data directory, with memory sampling.
+
+    The data directory (workdir/data unless `data_dir` says otherwise) must be
+    new unless `fresh` is False, in which case a kept one is reused as it is.
+    Logs and config files always go to workdir. When the spec has a DIMSE
+    listener, it gets `dimse_port` (a free one by default) and start() also
+    waits until that port accepts connections.
+    """
 
     def __init__(
-        self, spec: ServerSpec, workdir: Path, startup_timeout: float = 90.0, port: int = 0
+        self,
+        spec: ServerSpec,
+        workdir: Path,
+        startup_timeout: float = 90.0,
+        port: int = 0,
+        fresh: bool = True,
+        data_dir: Path | None = None,
+        dimse_port: int = 0,
     ) -> None:
         self.spec = spec
+        self.fresh = fresh  # False: reuse whatever the data directory already holds
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir if data_dir is not None else workdir / "data"
         self.log_path = workdir / "server.log"
         self.startup_timeout = startup_timeout
         self.port = port  # 0: pick a free loopback port at start
+        self.dimse_port = dimse_port  # 0: a free one at start, if the spec has a listener
         self.proc: subprocess.Popen[bytes] | None = None
         self.sampler: MemorySampler | None = None
 
@@ -462,9 +487,13 @@ class RunningServer:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=False)  # fresh and empty
+        self.data_dir.mkdir(parents=True, exist_ok=not self.fresh)
         self.port = self.port or free_port()
-        argv = self.spec.command(self.workdir, self.data_dir, self.port)
+        if self.spec.dimse_aet is not None:
+            self.dimse_port = self.dimse_port or free_port()
+        else:
+            self.dimse_port = 0
+        argv = self.spec.command(self.workdir, self.data_dir, self.port, self.dimse_port)
         env = {**os.environ, **self.spec.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -498,7 +527,7 @@ class RunningServer:
                     )
                 try:
                     resp = client.get(url)
-                    if resp.status_code == 200:
+                    if resp.status_code == 200 and self._dimse_listening():
                         if self.spec.verify is not None:
                             self.spec.verify(self.base_url)
                         return
@@ -510,6 +539,16 @@ class RunningServer:
             f"{self.spec.label} not ready after {self.startup_timeout:.0f}s at {url} "
             f"({last}):\n{self.log_tail()}"
         )
+
+    def _dimse_listening(self) -> bool:
+        """True when there is no DIMSE listener, or when its port accepts a connection."""
+        if not self.dimse_port:
+            return True
+        try:
+            with socket.create_connection((LOOPBACK, self.dimse_port), timeout=2.0):
+                return True
+        except OSError:
+            return False
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(process_tree(self.pid))
@@ -700,26 +739,30 @@ def build_bodies(instances: Iterable[bytes], per_request: int, boundary: str) ->
     return bodies
 
 
+ProgressCallback = Callable[[LoadResult], None]
+
+
 async def _post_all(
     url: str,
     bodies: Sequence[Body],
-    boundary: str,
+    headers: dict[str, str],
     concurrency: int,
     request_timeout: float,
     deadline: float,
     result: LoadResult,
+    stow_response: bool,
+    progress: ProgressCallback | None,
+    progress_every: float,
 ) -> None:
-    headers = {
-        "Content-Type": multipart_content_type(boundary),
-        "Accept": "application/dicom+json",
-    }
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(request_timeout, connect=10.0)
     todo = iter(bodies)  # shared by the workers; next() never awaits
+    next_report = time.monotonic() + progress_every
 
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
 
         async def worker() -> None:
+            nonlocal next_report
             for body in todo:
                 if time.monotonic() >= deadline:
                     result.timed_out = True
@@ -739,7 +782,11 @@ async def _post_all(
                     result.instances_ok += body.instances
                 elif len(result.errors) < 50:
                     result.errors.append(f"HTTP {resp.status_code}: {resp.text[:300]}")
-                result.note_counts(*count_stow_response(resp))
+                if stow_response:
+                    result.note_counts(*count_stow_response(resp))
+                if progress is not None and time.monotonic() >= next_report:
+                    next_report = time.monotonic() + progress_every
+                    progress(result)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -751,12 +798,25 @@ def post_bodies(
     concurrency: int,
     request_timeout: float = 300.0,
     run_timeout: float = 1800.0,
+    content_type: str | None = None,
+    stow_response: bool = True,
+    progress: ProgressCallback | None = None,
+    progress_every: float = 30.0,
 ) -> LoadResult:
     """POST every body with `concurrency` connections; bounded in time.
 
     No new request starts after `run_timeout` seconds; each request is bounded
     by `request_timeout`; a hard stop follows at run_timeout + request_timeout.
+    Bodies are multipart/related with `boundary` unless `content_type` says
+    otherwise (e.g. one `application/dicom` file per request). With
+    `stow_response`, DICOM JSON responses are checked as STOW-RS responses
+    (ReferencedSOPSequence, FailedSOPSequence). `progress`, if given, is called
+    with the running result at most every `progress_every` seconds.
     """
+    headers = {
+        "Content-Type": content_type or multipart_content_type(boundary),
+        "Accept": "application/dicom+json",
+    }
     result = LoadResult(
         requests_planned=len(bodies), instances_planned=sum(b.instances for b in bodies)
     )
@@ -767,7 +827,16 @@ def post_bodies(
         try:
             async with asyncio.timeout(run_timeout + request_timeout + 30):
                 await _post_all(
-                    url, bodies, boundary, concurrency, request_timeout, deadline, result
+                    url,
+                    bodies,
+                    headers,
+                    concurrency,
+                    request_timeout,
+                    deadline,
+                    result,
+                    stow_response,
+                    progress,
+                    progress_every,
                 )
         except TimeoutError:
             result.timed_out = True
@@ -826,3 +895,113 @@ def stream_upload(
 
 def self_peak_rss_mib() -> float:
     return round((status_kib(os.getpid(), "VmHWM") or 0) / 1024, 1)
+
+
+# --------------------------------------------------------------------------
+# Our server
+# --------------------------------------------------------------------------
+
+OURS_CMD = "{dicomweb} serve --data-dir {data_dir} --port {port} --dimse-port 0"
+# The same with the DIMSE listener on (ours_spec(dimse_aet=...)).
+OURS_DIMSE_CMD = (
+    "{dicomweb} serve --data-dir {data_dir} --port {port} --dimse-port {dimse_port} --aet {aet}"
+)
+
+
+def dicomweb_binary() -> str | None:
+    local = REPO / ".venv" / "bin" / "dicomweb"
+    if local.exists():
+        return str(local)
+    return shutil.which("dicomweb")
+
+
+def ours_spec(
+    cmd_template: str = OURS_CMD,
+    stow_path: str = "/dicomweb/studies",
+    health_path: str = "/healthz",
+    key: str = "ours",
+    label: str = "ours (dicomweb serve)",
+    extra_args: Sequence[str] = (),
+    dimse_aet: str | None = None,
+) -> ServerSpec:
+    """Our server, started from `cmd_template`.
+
+    The template may use {dicomweb} {data_dir} {port} {workdir}, and, with
+    `dimse_aet` (see OURS_DIMSE_CMD), {dimse_port} and {aet}.
+    """
+    binary = dicomweb_binary() or "dicomweb"
+
+    def command(workdir: Path, data_dir: Path, port: int, dimse_port: int) -> list[str]:
+        values = {
+            "dicomweb": binary,
+            "data_dir": str(data_dir),
+            "port": str(port),
+            "workdir": str(workdir),
+            "dimse_port": str(dimse_port),
+            "aet": dimse_aet or "",
+        }
+        argv = [tok.format(**values) for tok in shlex.split(cmd_template)]
+        return argv + list(extra_args)
+
+    return ServerSpec(
+        key=key,
+        label=label,
+        stow_path=stow_path,
+        health_path=health_path,
+        command=command,
+        dimse_aet=dimse_aet,
+    )
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        loadavg = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        loadavg = []
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": loadavg,  # 1, 5, 15 min: other work on the machine skews results
+        "mem_total_gib": round(mem_kib / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..1) of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p * len(sorted_values)))
+    return sorted_values[min(len(sorted_values), rank) - 1]
+
+
+def fmt(value: Any, suffix: str = "") -> str:
+    return "-" if value is None else f"{value}{suffix}"
+
+
+def print_table(lines: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: the first line is the header; first column left-aligned."""
+    if not lines:
+        return
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))

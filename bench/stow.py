@@ -23,8 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -36,24 +34,28 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    MIB,
+    OURS_CMD,
+    REPO,
     RunningServer,
     SeriesTemplate,
     ServerError,
     ServerSpec,
     build_bodies,
+    dicomweb_binary,
     dir_bytes,
     fixed_uid,
     generate_ct_series,
+    machine_info,
     new_boundary,
+    ours_spec,
     post_bodies,
+    print_table,
     self_peak_rss_mib,
     stream_upload,
 )
+from common import fmt as _fmt
 from orthanc import DICOMWEB_PLUGIN, ORTHANC_BIN, check_installed, orthanc_spec, orthanc_version
-
-REPO = Path(__file__).resolve().parent.parent
-OURS_CMD = "{dicomweb} serve --data-dir {data_dir} --port {port} --dimse-port 0"
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,39 +74,6 @@ class Shape:
 
 
 DEFAULT_SHAPES = "1x1,1x8,50x1,50x8"
-
-
-# --------------------------------------------------------------------------
-# Our server
-# --------------------------------------------------------------------------
-
-
-def dicomweb_binary() -> str | None:
-    local = REPO / ".venv" / "bin" / "dicomweb"
-    if local.exists():
-        return str(local)
-    return shutil.which("dicomweb")
-
-
-def ours_spec(cmd_template: str, stow_path: str, health_path: str) -> ServerSpec:
-    binary = dicomweb_binary() or "dicomweb"
-
-    def command(workdir: Path, data_dir: Path, port: int) -> list[str]:
-        values = {
-            "dicomweb": binary,
-            "data_dir": str(data_dir),
-            "port": str(port),
-            "workdir": str(workdir),
-        }
-        return [tok.format(**values) for tok in shlex.split(cmd_template)]
-
-    return ServerSpec(
-        key="ours",
-        label="ours (dicomweb serve)",
-        stow_path=stow_path,
-        health_path=health_path,
-        command=command,
-    )
 
 
 # --------------------------------------------------------------------------
@@ -218,11 +187,7 @@ def summarise(
     return rows
 
 
-def _fmt(value: Any, suffix: str = "") -> str:
-    return "-" if value is None else f"{value}{suffix}"
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_summary(rows: list[dict[str, Any]]) -> None:
     head = (
         "shape",
         "Orthanc inst/s",
@@ -243,16 +208,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 _fmt(r.get("ours_peak_rss_mib"), " MiB"),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    for n, line in enumerate(lines):
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(lines)
 
 
 def throughput_mode(
@@ -282,7 +238,7 @@ def throughput_mode(
                 break
     rows = summarise(runs, shapes, [s.key for s in specs])
     print()
-    print_table(rows)
+    print_summary(rows)
     all_ok = all(r.get("ok") for r in runs)
     return {"mode": "throughput", "summary": rows, "runs": runs}, all_ok
 
@@ -358,16 +314,7 @@ def large_mode(
         )
         for r in results
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    for n, line in enumerate(lines):
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(lines)
     summary: dict[str, Any] = {}
     if len(results) == 2 and all("peak_rss_mib" in r for r in results):
         small, big = results
@@ -447,22 +394,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.instances < 1 or args.warmup < 0 or args.repeat < 1:
         p.error("--instances and --repeat must be >= 1, --warmup >= 0")
     return args
-
-
-def machine_info() -> dict[str, Any]:
-    mem_kib = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "mem_total_gib": round(mem_kib / 1024 / 1024, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,13 +15,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from dicomweb.auth.endpoints import ROUTES as SECURITY_ROUTES
+from dicomweb.auth.protocol import GuardedHttpToolsProtocol
+from dicomweb.auth.security import Security
 from dicomweb.config import SERVICE_ROOT, Config
+from dicomweb.dimse import dimse_listener
 from dicomweb.errors import DicomwebError
 from dicomweb.index import Index
 from dicomweb.ingest import Ingestor
 from dicomweb.qido import search_instances, search_series, search_studies
+from dicomweb.rendered import retrieve_rendered, retrieve_thumbnail
+from dicomweb.send import send_instances
 from dicomweb.storage import BlobStore, FilesystemBlobStore
 from dicomweb.stow import store_instances
+from dicomweb.transcoding import Transcoder
+from dicomweb.viewer import serve_viewer
 from dicomweb.wado import (
     retrieve_bulkdata,
     retrieve_frames,
@@ -29,6 +37,7 @@ from dicomweb.wado import (
     retrieve_metadata,
     retrieve_pixel_data,
 )
+from dicomweb.wadouri import retrieve_wado_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,9 @@ async def healthz(request: Request) -> Response:
 
 def create_app(config: Config) -> Starlette:
     """Build the server for `config`; resources open in the lifespan."""
+    # Every request passes the security middleware (dicomweb/auth/): edge limits,
+    # the permission its route needs (auth/policy.py), the audit log.
+    security = Security(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,20 +96,37 @@ def create_app(config: Config) -> Starlette:
         index = await Index.open(config.resolved_database_url)
         blobs = FilesystemBlobStore(config.data_dir)
         app.state.config = config
+        app.state.security = security
         app.state.index = index
         app.state.blobs = blobs
-        app.state.ingestor = Ingestor(blobs, index, bulk_data_threshold=config.bulk_data_threshold)
+        app.state.transcoder = Transcoder(config.frame_cache_bytes)
+        ingestor = Ingestor(
+            blobs,
+            index,
+            bulk_data_threshold=config.bulk_data_threshold,
+            store_transfer_syntax=config.store_transfer_syntax,
+        )
+        app.state.ingestor = ingestor
         sweeper = asyncio.create_task(_sweep(blobs, index, config.sweep_grace_seconds))
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if config.dimse_port:
+                    app.state.dimse = await stack.enter_async_context(
+                        dimse_listener(config, ingestor, index, blobs)
+                    )
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await index.close()
+            await security.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/api/send", send_instances, methods=["POST"]),
+        # WADO-URI (PS3.18 9) lives at the server root, where legacy clients look for it.
+        Route("/wado", retrieve_wado_uri, methods=["GET"]),
         Mount(
             SERVICE_ROOT,
             routes=[
@@ -124,11 +153,28 @@ def create_app(config: Config) -> Starlette:
                 Route(f"{_INSTANCE}/pixeldata", retrieve_pixel_data, methods=["GET"]),
                 Route(f"{_INSTANCE}/frames/{{frames}}", retrieve_frames, methods=["GET"]),
                 Route(f"{_INSTANCE}/bulkdata/{{path:path}}", retrieve_bulkdata, methods=["GET"]),
+                Route("/studies/{study}/rendered", retrieve_rendered, methods=["GET"]),
+                Route(f"{_SERIES}/rendered", retrieve_rendered, methods=["GET"]),
+                Route(f"{_INSTANCE}/rendered", retrieve_rendered, methods=["GET"]),
+                Route(
+                    f"{_INSTANCE}/frames/{{frames}}/rendered", retrieve_rendered, methods=["GET"]
+                ),
+                Route("/studies/{study}/thumbnail", retrieve_thumbnail, methods=["GET"]),
+                Route(f"{_SERIES}/thumbnail", retrieve_thumbnail, methods=["GET"]),
+                Route(f"{_INSTANCE}/thumbnail", retrieve_thumbnail, methods=["GET"]),
+                Route(
+                    f"{_INSTANCE}/frames/{{frames}}/thumbnail", retrieve_thumbnail, methods=["GET"]
+                ),
             ],
         ),
+        # The built-in authorization server and signed links (dicomweb/auth/).
+        *SECURITY_ROUTES,
+        # Last: the OHIF viewer and its client-side routes take every other GET.
+        Route("/{path:path}", serve_viewer, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
+        middleware=security.middleware(),
         lifespan=lifespan,
         exception_handlers={DicomwebError: _dicomweb_error, HTTPException: _http_error},
     )
@@ -136,7 +182,9 @@ def create_app(config: Config) -> Starlette:
 
 def create_app_from_environ() -> Starlette:
     """The app for a worker process: settings from DICOMWEB_* variables."""
-    return create_app(Config.from_sources())
+    config = Config.from_sources()
+    GuardedHttpToolsProtocol.configure(config)
+    return create_app(config)
 
 
 async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:

@@ -3,11 +3,16 @@
     DicomwebError
      +-- BadRequest (400)
      |    +-- InvalidUID
+     +-- Unauthorized (401; auth/, with a WWW-Authenticate challenge)
+     +-- Forbidden (403; auth/)
      +-- NotFound (404)
      +-- NotAcceptable (406)
+     +-- RequestTimeout (408; auth/edge.py)
      +-- PayloadTooLarge (413)
+     +-- URITooLong (414; auth/edge.py)
      +-- UnsupportedMediaType (415)
      +-- RangeNotSatisfiable (416)
+     +-- HeaderFieldsTooLarge (431; auth/edge.py)
      +-- ServiceUnavailable (503)
      +-- InstanceRejected (per instance; STOW-RS FailedSOPSequence, C-STORE status)
 
@@ -45,6 +50,43 @@ class BadRequest(DicomwebError):
 class InvalidUID(BadRequest):
     dicom_status = Status.INVALID_UID
     title = "Invalid UID"
+
+
+class Unauthorized(DicomwebError):
+    """No usable credential (RFC 6750 3.1): the challenge says what to send."""
+
+    http_status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(DicomwebError):
+    """A credential that does not cover the request (RFC 6750 insufficient_scope)."""
+
+    http_status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str, challenge: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": challenge} if challenge else {}
+
+
+class RequestTimeout(DicomwebError):
+    http_status = 408
+    title = "Request Timeout"
+
+
+class URITooLong(DicomwebError):
+    http_status = 414
+    title = "URI Too Long"
+
+
+class HeaderFieldsTooLarge(DicomwebError):
+    http_status = 431
+    title = "Request Header Fields Too Large"
 
 
 class NotFound(DicomwebError):

@@ -9,10 +9,11 @@ one between the two commits an unindexed blob; the start-up sweep removes both.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomweb.errors import InstanceRejected
@@ -21,6 +22,7 @@ from dicomweb.parsing import extract
 from dicomweb.resources import InstanceKey
 from dicomweb.status import Status
 from dicomweb.storage import BlobInfo, BlobStore, StagedBlob
+from dicomweb.transcoding import recode_for_storage
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,22 @@ class StoreOutcome:
 class Ingestor:
     """Stores instances: blobs first, then the index."""
 
-    def __init__(self, blobs: BlobStore, index: Index, *, bulk_data_threshold: int) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        index: Index,
+        *,
+        bulk_data_threshold: int,
+        store_transfer_syntax: str = "",
+    ) -> None:
+        """`store_transfer_syntax`, when given, is the syntax new instances are stored
+        in (Config.store_transfer_syntax, checked there); empty: as received."""
         self.blobs = blobs
         self.index = index
         self._threshold = bulk_data_threshold
+        self._store_syntax = store_transfer_syntax
+        # Re-encoding is CPU work: as many at once as there are cores.
+        self._recoders = CapacityLimiter(os.cpu_count() or 1) if store_transfer_syntax else None
 
     def receive(self) -> Incoming:
         """Start receiving the bytes of one instance."""
@@ -70,6 +84,8 @@ class Ingestor:
         staged = incoming.staged
         try:
             await incoming.close()
+            if self._store_syntax:
+                staged = await self._recoded(staged)
             return await self._store(staged, expected_study)
         except InstanceRejected as exc:
             await staged.abort()
@@ -134,6 +150,26 @@ class Ingestor:
             record.series.series_instance_uid,
             duplicate=result is AddResult.DUPLICATE,
         )
+
+    async def _recoded(self, staged: StagedBlob) -> StagedBlob:
+        """The received instance re-encoded in the storage transfer syntax, as a new
+        staged blob; `staged` itself when it is kept as received (see
+        `recode_for_storage` for when)."""
+        await staged.finish()
+        recoded, reason = await to_thread.run_sync(
+            recode_for_storage, staged.path, self._store_syntax, limiter=self._recoders
+        )
+        if recoded is None:
+            log.debug("instance stored as received: %s", reason)
+            return staged
+        replacement = self.blobs.stage()
+        try:
+            await replacement.write(recoded)
+        except BaseException:
+            await replacement.abort()
+            raise
+        await staged.abort()
+        return replacement
 
     async def store_file(self, path: Path) -> StoreOutcome:
         """Store a file from the local filesystem (the `import` command)."""

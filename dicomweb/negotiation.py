@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -116,6 +116,40 @@ NATIVE_LITTLE_ENDIAN: Final = frozenset(
     {uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian}
 )
 
+# PS3.18 8.7.3: "shall not be used with Web Services". Data stored so goes out in
+# Explicit VR Little Endian, and a request naming one of them is refused.
+NOT_ON_THE_WEB: Final = frozenset({uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian})
+
+# Pixel data in these syntaxes is lossy whatever the encoder did: DCT quantisation,
+# near-lossless JPEG-LS, JPEG recompressed into JPEG XL, and video.
+LOSSY_SYNTAXES: Final = frozenset(
+    {
+        uid.JPEGBaseline8Bit,
+        uid.JPEGExtended12Bit,
+        uid.JPEGLSNearLossless,
+        JPEG_XL_JPEG_RECOMPRESSION,
+        uid.MPEG2MPML,
+        uid.MPEG2MPMLF,
+        uid.MPEG2MPHL,
+        uid.MPEG2MPHLF,
+        uid.MPEG4HP41,
+        uid.MPEG4HP41F,
+        uid.MPEG4HP41BD,
+        uid.MPEG4HP41BDF,
+        uid.MPEG4HP422D,
+        uid.MPEG4HP422DF,
+        uid.MPEG4HP423D,
+        uid.MPEG4HP423DF,
+        uid.MPEG4HP42STEREO,
+        uid.MPEG4HP42STEREOF,
+        uid.HEVCMP51,
+        uid.HEVCM10P51,
+    }
+)
+# These hold either reversible or irreversible codestreams; Lossy Image Compression
+# (0028,2110) says which.
+LOSSY_CAPABLE: Final = frozenset({uid.JPEG2000, uid.JPEG2000MC, uid.HTJ2K, JPEG_XL})
+
 # PS3.18 Tables 8.7.3-2 and 8.7.3-5: the media type of frames and pixel bulk data held
 # in each transfer syntax. Native syntaxes are application/octet-stream.
 FRAME_MEDIA_TYPES: Final[Mapping[str, str]] = MappingProxyType(
@@ -201,6 +235,8 @@ class Wanted:
     media_type: str
     part_type: str
     transfer_syntax: str | None
+    # The Accept header's q-value: choices of higher quality win over cheaper ones.
+    quality: float = field(default=1.0, compare=False)
 
 
 def wanted(
@@ -221,12 +257,14 @@ def wanted(
         syntax = item.parameters.get("transfer-syntax") or None
         if item.media_type == MULTIPART_RELATED:
             part = item.parameters.get("type", "").strip().lower() or default_part
-            found.append(Wanted(MULTIPART_RELATED, _ALIASES.get(part, part), syntax))
+            part = _ALIASES.get(part, part)
+            found.append(Wanted(MULTIPART_RELATED, part, syntax, item.quality))
         elif item.media_type in ("*/*", "multipart/*"):
             # Any part type: frames go out in their stored media type.
-            found.append(Wanted(MULTIPART_RELATED, "*/*", syntax))
+            found.append(Wanted(MULTIPART_RELATED, "*/*", syntax, item.quality))
         elif item.media_type in single_part:
-            found.append(Wanted(item.media_type, single_part[item.media_type], syntax))
+            part = single_part[item.media_type]
+            found.append(Wanted(item.media_type, part, syntax, item.quality))
     return found
 
 
@@ -237,37 +275,52 @@ def covers(media_range: str, media_type: str) -> bool:
     return media_range.endswith("/*") and media_type.startswith(media_range[:-1])
 
 
-def instance_syntax(choice: Wanted, stored: str) -> str | None:
+def as_sent(stored: str) -> str:
+    """The syntax data stored in `stored` goes out in when sent "as stored": itself,
+    except Implicit VR Little Endian and Explicit VR Big Endian, which are not used on
+    the web (PS3.18 8.7.3) and become Explicit VR Little Endian."""
+    return uid.ExplicitVRLittleEndian if stored in NOT_ON_THE_WEB else stored
+
+
+def instance_syntax(choice: Wanted, stored: str, lossy: bool = False) -> str | None:
     """The transfer syntax a whole instance stored in `stored` is sent in for `choice`,
-    or None if `choice` does not hold application/dicom. With no transfer-syntax named,
-    that is the default, Explicit VR Little Endian (PS3.18 8.7.3)."""
+    or None if `choice` does not hold application/dicom.
+
+    With no transfer-syntax named, that is the default, Explicit VR Little Endian, unless
+    the stored pixel data is `lossy` compressed, which is then sent as stored (PS3.18
+    8.7.3 and 8.7.3.4 note 2: decompressing it would not restore what was lost).
+    """
     if not covers(choice.part_type, DICOM):
         return None
     if choice.transfer_syntax is None:
-        return DEFAULT_TRANSFER_SYNTAXES[DICOM]
-    return stored if choice.transfer_syntax == ANY_TRANSFER_SYNTAX else choice.transfer_syntax
+        return as_sent(stored) if lossy else DEFAULT_TRANSFER_SYNTAXES[DICOM]
+    if choice.transfer_syntax == ANY_TRANSFER_SYNTAX:
+        return as_sent(stored)
+    return choice.transfer_syntax
 
 
-def pixel_syntax(choice: Wanted, stored: str) -> str | None:
+def pixel_syntax(choice: Wanted, stored: str, lossy: bool = False) -> str | None:
     """The transfer syntax frames stored in `stored` are sent in for `choice`, or None if
     `choice` cannot hold frames.
 
     A media type that is the stored frames' own, named without a transfer syntax, takes
     them as they are; application/octet-stream with transfer-syntax=* takes any frames as
-    they are (what viewers ask for); application/octet-stream alone means native frames.
+    they are (what viewers ask for); application/octet-stream alone means native frames,
+    except for `lossy` compressed frames, which go out as stored (PS3.18 8.7.3). Another
+    media type without a transfer syntax means its default syntax (PS3.18 Table 8.7.3-5).
     """
     stored_type = frame_media_type(stored)
-    as_stored = uid.ExplicitVRLittleEndian if stored in NATIVE_LITTLE_ENDIAN else stored
     part, syntax = choice.part_type, choice.transfer_syntax
     if syntax == ANY_TRANSFER_SYNTAX:
         if covers(part, stored_type) or part == OCTET_STREAM:
-            return as_stored
+            return as_sent(stored)
         return DEFAULT_TRANSFER_SYNTAXES.get(part)
     if syntax is None:
-        if stored_type != OCTET_STREAM and covers(part, stored_type):
-            return as_stored
+        compressed = stored_type != OCTET_STREAM
+        if compressed and covers(part, stored_type):
+            return stored
         if covers(part, OCTET_STREAM):
-            return DEFAULT_TRANSFER_SYNTAXES[OCTET_STREAM]
+            return stored if compressed and lossy else DEFAULT_TRANSFER_SYNTAXES[OCTET_STREAM]
         return DEFAULT_TRANSFER_SYNTAXES.get(part)
     # Compressed frames are octet streams too; some clients name them so.
     if part == OCTET_STREAM or covers(part, frame_media_type(syntax)):

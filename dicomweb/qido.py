@@ -12,6 +12,7 @@ from pydicom.datadict import tag_for_keyword
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb.auth.grant import limit_query
 from dicomweb.dicomxml import json_to_xml
 from dicomweb.errors import BadRequest
 from dicomweb.index import Index
@@ -62,6 +63,8 @@ async def _search(request: Request, level: Level) -> Response:
         query.study_instance_uid = validate_uid(study, "StudyInstanceUID in the request URL")
     if series is not None:
         query.series_instance_uid = validate_uid(series, "SeriesInstanceUID in the request URL")
+    # A token or signed link limited to some studies finds only those (auth/grant.py).
+    limit_query(request.scope.get("auth"), query)
     index: Index = request.app.state.index
     result = await index.search(query)
     if result.more:

@@ -96,6 +96,10 @@ class ByteSource:
                 async for chunk in blobs.iter_bytes(self.key, offset, offset + length):
                     yield chunk
 
+    async def read(self, blobs: BlobStore) -> bytes:
+        """All the bytes at once, for work that needs them whole (transcoding)."""
+        return b"".join([chunk async for chunk in self.chunks(blobs)])
+
     def _span(self) -> int:
         last_offset, last_length = self.ranges[-1]
         return last_offset + last_length - self.ranges[0][0]

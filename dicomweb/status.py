@@ -49,7 +49,7 @@ MEANINGS: dict[Status, str] = {
     ),
     Status.OUT_OF_RESOURCES: "Refused: out of resources",
     Status.OUT_OF_RESOURCES_REQUEST_TOO_LARGE: (
-        "Refused: out of resources (request body over the configured limit)"
+        "Refused: out of resources (request body or part over the configured limit)"
     ),
     Status.STUDY_INSTANCE_UID_MISMATCH: (
         "Error: Study Instance UID does not match the study of the request URL"

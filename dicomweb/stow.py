@@ -40,7 +40,9 @@ async def store_instances(request: Request) -> Response:
         raise PayloadTooLarge(f"the request body of {length} bytes is over the limit of {limit}")
 
     ingestor: Ingestor = request.app.state.ingestor
-    outcomes = await _store_parts(ingestor, _limited(request.stream(), limit), boundary, study)
+    stream = _limited(request.stream(), limit)
+    max_part: int = request.app.state.config.max_part_bytes
+    outcomes = await _store_parts(ingestor, stream, boundary, study, max_part)
     status, body = store_response(outcomes, service_url(str(request.base_url)), study)
     content = json_to_xml(body) if media_type == DICOM_XML else orjson.dumps(body)
     response = Response(content, status, media_type=media_type)
@@ -78,7 +80,11 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 
 
 async def _store_parts(
-    ingestor: Ingestor, body: AsyncIterator[bytes], boundary: str, study: str | None
+    ingestor: Ingestor,
+    body: AsyncIterator[bytes],
+    boundary: str,
+    study: str | None,
+    max_part: int,
 ) -> list[StoreOutcome]:
     """Store each part as it arrives; a failed part does not stop the ones after it.
 
@@ -102,9 +108,11 @@ async def _store_parts(
 
     incoming: Incoming | None = None
     skipping: Status | None = None
+    part_bytes = 0
     try:
         async for event in read_related(body, boundary):
             if isinstance(event, PartHeaders):
+                part_bytes = 0
                 if event.content_type not in (None, DICOM):
                     skipping = Status.UNSUPPORTED_MEDIA_TYPE_PART
                 else:
@@ -118,6 +126,13 @@ async def _store_parts(
                     done(StoreOutcome(skipping, MEANINGS[skipping]))
                     skipping = None
             elif incoming is not None:
+                part_bytes += len(event)
+                if part_bytes > max_part:
+                    # This part fails (A770); its remaining bytes are read and dropped.
+                    await incoming.abort()
+                    incoming = None
+                    skipping = Status.OUT_OF_RESOURCES_REQUEST_TOO_LARGE
+                    continue
                 await incoming.write(event)
     except (MalformedMultipart, PayloadTooLarge) as exc:
         if incoming is not None:

@@ -1,22 +1,23 @@
 """WADO-RS (PS3.18 10.4): retrieve instances, metadata, frames, bulk data and pixel data.
 
 Every response is checked before its first byte (UIDs, Accept, the resource, frame
-numbers, ranges), so each error is a status and a problem document; the body is then
-streamed from the blob store and the index a batch at a time, so memory stays flat
-whatever the size of a study. Data is sent as stored: where a request asks for another
-transfer syntax, `_needs_transcoding` says so and the request is refused (406).
+numbers, ranges, and whether each instance can be sent in the transfer syntax chosen),
+so each error is a status and a problem document; the body is then streamed from the
+blob store and the index a batch at a time, so memory stays flat whatever the size of a
+study. Data stored in the syntax asked for goes out as stored; other data is transcoded
+in worker threads (`transcoding`), frames through a cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 
 import orjson
 from anyio import to_thread
-from pydicom.uid import UID
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -35,8 +36,8 @@ from dicomweb.negotiation import (
     DICOM,
     DICOM_JSON,
     DICOM_XML,
+    LOSSY_SYNTAXES,
     MULTIPART_RELATED,
-    NATIVE_LITTLE_ENDIAN,
     OCTET_STREAM,
     ZIP,
     Wanted,
@@ -47,29 +48,38 @@ from dicomweb.negotiation import (
     value_syntax,
     wanted,
 )
-from dicomweb.resources import is_valid_uid, service_url, validate_uid
+from dicomweb.pixels.transcode import FrameInfo, TranscodeError
+from dicomweb.resources import service_url, validate_uid
 from dicomweb.retrieve import (
     ByteSource,
     PixelData,
     bulk_value,
     check_frame_numbers,
     frame_sources,
+    is_encapsulated,
     parse_bulkdata_path,
     parse_frame_list,
     pixel_data,
     pixel_data_tag,
 )
 from dicomweb.storage import BlobStore
+from dicomweb.transcoding import (
+    Stored,
+    Target,
+    Transcoder,
+    choose,
+    needs_description,
+    needs_transcoding,
+    syntax_name,
+)
 from dicomweb.zipstream import ZipMember, write_zip
 
 # Instances whose metadata is read from the index in one query while a response streams.
 METADATA_BATCH = 200
 _BULKDATA_URI = b'"BulkDataURI":"'
 _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})", re.IGNORECASE)
-
-# A function giving the transfer syntax that data stored in a syntax goes out in for a
-# choice of representation, or None if that choice cannot carry it.
-Target = Callable[[Wanted, str], str | None]
+# Stored metadata longer than this is parsed in a worker thread, not on the event loop.
+_PARSE_ON_LOOP = 64 * 1024
 
 
 # Handlers
@@ -80,21 +90,20 @@ async def retrieve_instances(request: Request) -> Response:
     study, series, sop = _uids(request)
     zip_allowed = sop is None
     choices = _acceptable(request, DICOM, {ZIP: DICOM} if zip_allowed else {})
-    instances = await _find(_index(request), study, series, sop)
-    choice, targets = _choose(choices, instances, instance_syntax, values_only=False)
-    blobs = _blobs(request)
+    index = _index(request)
+    instances = await _find(index, study, series, sop)
+    sources = await _described(index, instances, choices, instance_syntax, values_only=False)
+    choice, targets = choose(choices, sources, instance_syntax, values_only=False)
+    blobs, transcoder = _blobs(request), _transcoder(request)
     if choice.media_type == ZIP:
-        members = _zip_members(blobs, instances)
+        members = _zip_members(blobs, transcoder, instances, targets)
         disposition = f'attachment; filename="{series or study}.zip"'
         return _stream(request, write_zip(members), ZIP, {"Content-Disposition": disposition})
-    parts = [
-        OutgoingPart(
-            f"{DICOM}; transfer-syntax={targets[i.transfer_syntax_uid]}",
-            blobs.iter_bytes(i.blob_key),
-            length=i.size,
-        )
-        for i in instances
-    ]
+    parts = [_instance_part(blobs, transcoder, i, targets[i.sop_instance_uid]) for i in instances]
+    if sop is not None and targets[sop] != instances[0].transfer_syntax_uid:
+        # One instance: transcoded before the response starts, so that a failure is a
+        # status and the length is known.
+        parts = [await _produced(parts[0])]
     return _multipart(request, parts, DICOM, set(targets.values()))
 
 
@@ -118,7 +127,8 @@ async def retrieve_metadata(request: Request) -> Response:
 
 
 async def retrieve_frames(request: Request) -> Response:
-    """GET frames of an instance, as stored: one part per frame number in the list."""
+    """GET frames of an instance: one part per frame number in the list, read from their
+    byte ranges, transcoded where the Accept header asks for another syntax."""
     study, series, sop = _instance_uids(request)
     numbers = parse_frame_list(request.path_params["frames"])
     choices = _acceptable(request, OCTET_STREAM, {})
@@ -126,12 +136,22 @@ async def retrieve_frames(request: Request) -> Response:
     if pixel_data_tag(stored) is None:
         raise NotFound(f"instance {sop} has no pixel data, so no frames")
     check_frame_numbers(numbers, stored.number_of_frames)
-    _, targets = _choose(choices, [stored], pixel_syntax, values_only=True)
-    target = targets[stored.transfer_syntax_uid]
+    source = await _describe(stored, choices, pixel_syntax, values_only=True)
+    _, targets = choose(choices, [source], pixel_syntax, values_only=True)
+    target = targets[sop]
     blobs = _blobs(request)
     sources = await frame_sources(blobs, stored, numbers)
     content_type = _part_type(target)
-    parts = [OutgoingPart(content_type, s.chunks(blobs), length=s.length) for s in sources]
+    if needs_transcoding(stored.transfer_syntax_uid, target, values_only=True):
+        assert source.info is not None  # choose() refuses transcoding without it
+        bodies = [
+            _transcoded_frame(request, stored, source.info, n, s, target)
+            for n, s in zip(numbers, sources, strict=True)
+        ]
+        parts = [OutgoingPart(content_type, _once(body)) for body in bodies]
+        parts[0] = await _produced(parts[0])
+    else:
+        parts = [OutgoingPart(content_type, s.chunks(blobs), length=s.length) for s in sources]
     return _multipart(request, parts, frame_media_type(target), {target})
 
 
@@ -143,9 +163,16 @@ async def retrieve_bulkdata(request: Request) -> Response:
     stored = await _instance(_index(request), study, series, sop)
     if path == pixel_data_tag(stored):
         return await _instance_pixel_data(request, choices, stored)
-    choice, targets = _choose(choices, [stored], _value_target, values_only=True)
+    if stored.transfer_syntax_uid == ExplicitVRBigEndian:
+        raise NotAcceptable(
+            "the instance is stored as Explicit VR Big Endian, and its bulk data values are "
+            "not converted to little endian"
+        )
+    # Values other than pixel data are little-endian bytes in every other syntax.
+    values = Stored(sop, ExplicitVRLittleEndian, has_pixel_data=False)
+    choice, targets = choose(choices, [values], _value_target, values_only=True)
     source = await bulk_value(_blobs(request), stored, path)
-    content_type = _part_type(targets[stored.transfer_syntax_uid])
+    content_type = _part_type(targets[stored.sop_instance_uid])
     return _value_response(request, choice, source, content_type)
 
 
@@ -162,9 +189,10 @@ async def retrieve_pixel_data(request: Request) -> Response:
     images = [i for i in await _find(index, study, series, sop) if i.number_of_frames > 0]
     if not images:
         raise NotFound(f"no instance of {series or study} has pixel data")
-    _, targets = _choose(choices, images, pixel_syntax, values_only=True)
+    sources = await _described(index, images, choices, pixel_syntax, values_only=True)
+    _, targets = choose(choices, sources, pixel_syntax, values_only=True)
     service = service_url(str(request.base_url))
-    parts = _pixel_parts(index, _blobs(request), images, targets, service)
+    parts = _pixel_parts(request, images, targets, service)
     types = {frame_media_type(t) for t in targets.values()}
     part_type = types.pop() if len(types) == 1 else OCTET_STREAM
     boundary = new_boundary()
@@ -206,6 +234,11 @@ def _blobs(request: Request) -> BlobStore:
     return blobs
 
 
+def _transcoder(request: Request) -> Transcoder:
+    transcoder: Transcoder = request.app.state.transcoder
+    return transcoder
+
+
 async def _find(
     index: Index, study: str, series: str | None, sop: str | None
 ) -> list[InstanceSummary]:
@@ -230,7 +263,7 @@ def _missing(study: str, series: str | None, sop: str | None) -> str:
     return f"there is no study {study}"
 
 
-# Negotiation and the transcoding seam
+# Negotiation
 
 
 def _acceptable(request: Request, default_part: str, single: Mapping[str, str]) -> list[Wanted]:
@@ -241,62 +274,60 @@ def _acceptable(request: Request, default_part: str, single: Mapping[str, str]) 
     return choices
 
 
-def _choose(
+def _description(stored: StoredInstance) -> Stored:
+    return Stored.from_metadata(
+        stored.sop_instance_uid, stored.transfer_syntax_uid, stored.metadata
+    )
+
+
+async def _parsed_description(stored: StoredInstance) -> Stored:
+    """The description from the stored metadata; a large one (multi-frame functional
+    groups can take megabytes) is parsed in a worker thread."""
+    if len(stored.metadata) > _PARSE_ON_LOOP:
+        return await to_thread.run_sync(_description, stored)
+    return _description(stored)
+
+
+async def _describe(
+    stored: StoredInstance, choices: Sequence[Wanted], target: Target, *, values_only: bool
+) -> Stored:
+    """What choosing needs to know of one instance. Its metadata is parsed only when a
+    question needs it: frames sent as stored (what viewers ask for) parse nothing."""
+    syntax = stored.transfer_syntax_uid
+    if needs_description(syntax, choices, target, values_only=values_only):
+        return await _parsed_description(stored)
+    return Stored(stored.sop_instance_uid, syntax, lossy=syntax in LOSSY_SYNTAXES)
+
+
+async def _described(
+    index: Index,
+    instances: Sequence[InstanceSummary],
     choices: Sequence[Wanted],
-    instances: Iterable[InstanceSummary | StoredInstance],
     target: Target,
     *,
     values_only: bool,
-) -> tuple[Wanted, dict[str, str]]:
-    """The most preferred choice that sends every instance without transcoding, and per
-    stored transfer syntax the one it goes out in."""
-    stored = sorted({i.transfer_syntax_uid for i in instances})
-    transcoding: tuple[Wanted, dict[str, str]] | None = None
-    for choice in choices:
-        targets = {syntax: target(choice, syntax) for syntax in stored}
-        if any(t is None for t in targets.values()):
-            continue
-        plan = {syntax: t for syntax, t in targets.items() if t is not None}
-        if not any(_needs_transcoding(s, t, values_only=values_only) for s, t in plan.items()):
-            return choice, plan
-        transcoding = transcoding or (choice, plan)
-    if transcoding is None:
-        raise NotAcceptable("none of the accepted media types can carry this resource")
-    _refuse_transcoding(transcoding[1], values_only=values_only)
+) -> list[Stored]:
+    """What choosing needs to know of each instance. Metadata is read only for those
+    whose stored syntax leaves a question (see `needs_description`)."""
+    syntaxes = {i.transfer_syntax_uid for i in instances}
+    asked = {s for s in syntaxes if needs_description(s, choices, target, values_only=values_only)}
+    uids = [i.sop_instance_uid for i in instances if i.transfer_syntax_uid in asked]
+    described: dict[str, Stored] = {}
+    for start in range(0, len(uids), METADATA_BATCH):
+        for stored in await index.get_instances(uids[start : start + METADATA_BATCH]):
+            described[stored.sop_instance_uid] = await _parsed_description(stored)
+    return [
+        described.get(i.sop_instance_uid)
+        or Stored(
+            i.sop_instance_uid,
+            i.transfer_syntax_uid,
+            lossy=i.transfer_syntax_uid in LOSSY_SYNTAXES,
+        )
+        for i in instances
+    ]
 
 
-def _needs_transcoding(stored: str, target: str, *, values_only: bool) -> bool:
-    """Whether data stored in `stored` must be re-encoded to be sent in `target`.
-
-    Frames and bulk data carry values only, whose bytes are the same in every native
-    little-endian syntax; a whole instance must be in the syntax asked for.
-    """
-    if stored == target:
-        return False
-    return not (values_only and stored in NATIVE_LITTLE_ENDIAN and target in NATIVE_LITTLE_ENDIAN)
-
-
-def _refuse_transcoding(plan: Mapping[str, str], *, values_only: bool) -> NoReturn:
-    # Transcoding (pixels/transcode.py) plugs in here, in place of this refusal.
-    stored, target = next(
-        (s, t) for s, t in plan.items() if _needs_transcoding(s, t, values_only=values_only)
-    )
-    raise NotAcceptable(
-        f"the data is stored as {_syntax_name(stored)} ({stored}) and this server does not "
-        f"transcode, so it cannot be sent as {_syntax_name(target)} ({target[:64]}); "
-        "ask for transfer-syntax=* to receive it as stored"
-    )
-
-
-def _syntax_name(transfer_syntax: str) -> str:
-    if is_valid_uid(transfer_syntax):
-        name = str(UID(transfer_syntax).name)
-        if name != transfer_syntax:
-            return name
-    return "an unknown transfer syntax"
-
-
-def _value_target(choice: Wanted, _stored: str) -> str | None:
+def _value_target(choice: Wanted, _stored: str, _lossy: bool) -> str | None:
     return value_syntax(choice)
 
 
@@ -341,24 +372,78 @@ async def _instance_pixel_data(
     request: Request, choices: Sequence[Wanted], stored: StoredInstance
 ) -> Response:
     """The pixel data of one instance (its /pixeldata, or its pixel data BulkDataURI)."""
-    blobs = _blobs(request)
-    pixels = await pixel_data(blobs, stored)
-    if len(pixels.sources) > 1:
-        # Each frame needs a part of its own.
-        choices = [c for c in choices if c.media_type == MULTIPART_RELATED]
-        if not choices:
+    frames = stored.number_of_frames
+    target_of = _pixel_target(frames)
+    source = await _describe(stored, choices, target_of, values_only=True)
+    try:
+        choice, targets = choose(choices, [source], target_of, values_only=True)
+    except NotAcceptable:
+        if frames > 1 and all(c.media_type != MULTIPART_RELATED for c in choices):
             raise NotAcceptable(
-                f"the pixel data has {len(pixels.sources)} frames, which are sent as "
-                f'{MULTIPART_RELATED}; type="{pixels.media_type}", one part per frame'
-            )
-    choice, targets = _choose(choices, [stored], pixel_syntax, values_only=True)
-    target = targets[stored.transfer_syntax_uid]
+                f"the pixel data has {frames} frames, which are sent as {MULTIPART_RELATED}; "
+                f'type="{frame_media_type(stored.transfer_syntax_uid)}", one part per frame'
+            ) from None
+        raise
+    target = targets[stored.sop_instance_uid]
+    transcoded = needs_transcoding(stored.transfer_syntax_uid, target, values_only=True)
+    parts = [part for _, part in await _pixel_value_parts(request, stored, target)]
+    if transcoded:
+        parts[0] = await _produced(parts[0])
     if choice.media_type != MULTIPART_RELATED:
-        return _value_response(request, choice, pixels.sources[0], _part_type(target))
-    parts = [
-        OutgoingPart(_part_type(target), s.chunks(blobs), length=s.length) for s in pixels.sources
-    ]
+        if transcoded:
+            assert isinstance(parts[0].body, bytes)
+            value = ByteSource(stored.blob_key, data=parts[0].body)
+        else:
+            value = (await pixel_data(_blobs(request), stored)).sources[0]
+        return _value_response(request, choice, value, _part_type(target))
     return _multipart(request, parts, frame_media_type(target), {target})
+
+
+def _pixel_target(frames: int) -> Target:
+    """pixel_syntax, except that a single-part body cannot hold several compressed
+    frames: each needs a part of its own (PS3.18 8.7.3.3.2)."""
+
+    def target(choice: Wanted, stored: str, lossy: bool) -> str | None:
+        sent = pixel_syntax(choice, stored, lossy)
+        single = choice.media_type != MULTIPART_RELATED
+        if sent is not None and single and frames > 1 and is_encapsulated(sent):
+            return None
+        return sent
+
+    return target
+
+
+async def _pixel_value_parts(
+    request: Request, stored: StoredInstance, target: str
+) -> list[tuple[str, OutgoingPart]]:
+    """The parts of an instance's pixel data in `target`, each with the path below the
+    instance that names it: native pixel data is one value (/pixeldata), encapsulated
+    pixel data one part per frame (/frames/n)."""
+    blobs = _blobs(request)
+    content_type = _part_type(target)
+    if not needs_transcoding(stored.transfer_syntax_uid, target, values_only=True):
+        pixels = await pixel_data(blobs, stored)
+        return [
+            (path, OutgoingPart(content_type, s.chunks(blobs), length=s.length))
+            for path, s in _located(pixels)
+        ]
+    info = (await _parsed_description(stored)).info
+    assert info is not None  # choose() refuses transcoding without it
+    numbers = list(range(1, stored.number_of_frames + 1))
+    sources = await frame_sources(blobs, stored, numbers)
+    frames = [
+        _transcoded_frame(request, stored, info, n, s, target)
+        for n, s in zip(numbers, sources, strict=True)
+    ]
+    if is_encapsulated(target):
+        return [
+            (f"/frames/{n}", OutgoingPart(content_type, _once(frame)))
+            for n, frame in zip(numbers, frames, strict=True)
+        ]
+    # Native frames of whole bytes: the value's length is known beforehand.
+    length = info.native_frame_length * len(numbers)
+    body = _joined(frames, padding=length % 2)
+    return [("/pixeldata", OutgoingPart(content_type, body, length=length + length % 2))]
 
 
 def _value_response(
@@ -416,12 +501,99 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 # Bodies
 
 
+def _instance_part(
+    blobs: BlobStore, transcoder: Transcoder, instance: InstanceSummary, target: str
+) -> OutgoingPart:
+    """One instance as a part: the stored file, or its transcoding when it is needed."""
+    content_type = f"{DICOM}; transfer-syntax={target}"
+    if target == instance.transfer_syntax_uid:
+        return OutgoingPart(content_type, blobs.iter_bytes(instance.blob_key), length=instance.size)
+    work = partial(_transcoded_instance, blobs, transcoder, instance, target)
+    return OutgoingPart(content_type, _once(work))
+
+
+async def _transcoded_instance(
+    blobs: BlobStore, transcoder: Transcoder, instance: InstanceSummary, target: str
+) -> bytes:
+    data = await blobs.read_range(instance.blob_key, 0, instance.size)
+    try:
+        return await transcoder.instance(data, target)
+    except TranscodeError as exc:
+        raise NotAcceptable(
+            f"instance {instance.sop_instance_uid} cannot be sent as {syntax_name(target)}: {exc}"
+        ) from exc
+
+
+def _transcoded_frame(
+    request: Request,
+    stored: StoredInstance,
+    info: FrameInfo,
+    number: int,
+    source: ByteSource,
+    target: str,
+) -> Callable[[], Awaitable[bytes]]:
+    """The work of producing frame `number` in `target`, to run when its part is sent."""
+    blobs, transcoder = _blobs(request), _transcoder(request)
+
+    async def work() -> bytes:
+        try:
+            return await transcoder.frame(
+                (stored.blob_key, number),
+                partial(source.read, blobs),
+                stored.transfer_syntax_uid,
+                target,
+                info,
+            )
+        except TranscodeError as exc:
+            raise NotAcceptable(
+                f"frame {number} of instance {stored.sop_instance_uid} cannot be sent as "
+                f"{syntax_name(target)}: {exc}"
+            ) from exc
+
+    return work
+
+
+async def _once(work: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:
+    """A body whose bytes `work` produces when the body is sent (never, for HEAD)."""
+    yield await work()
+
+
+async def _joined(
+    works: Sequence[Callable[[], Awaitable[bytes]]], padding: int
+) -> AsyncIterator[bytes]:
+    for work in works:
+        yield await work()
+    if padding:
+        yield b"\0"
+
+
+async def _produced(part: OutgoingPart) -> OutgoingPart:
+    """`part` with its body made now, before the response starts."""
+    if isinstance(part.body, bytes):
+        return part
+    body = b"".join([chunk async for chunk in part.body])
+    return OutgoingPart(part.content_type, body, len(body), part.location)
+
+
 async def _zip_members(
-    blobs: BlobStore, instances: Sequence[InstanceSummary]
+    blobs: BlobStore,
+    transcoder: Transcoder,
+    instances: Sequence[InstanceSummary],
+    targets: Mapping[str, str],
 ) -> AsyncIterator[ZipMember]:
     for i in instances:
         name = f"{i.series_instance_uid}/{i.sop_instance_uid}.dcm"
-        yield ZipMember(name, i.size, blobs.iter_bytes(i.blob_key))
+        target = targets[i.sop_instance_uid]
+        if target == i.transfer_syntax_uid:
+            yield ZipMember(name, i.size, blobs.iter_bytes(i.blob_key))
+            continue
+        # A zip member's size is written before its data: transcode first.
+        data = await _transcoded_instance(blobs, transcoder, i, target)
+        yield ZipMember(name, len(data), _held(data))
+
+
+async def _held(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _etag(instances: Sequence[InstanceSummary], media_type: str, service: str) -> str:
@@ -480,31 +652,28 @@ def _to_xml(batch: list[bytes]) -> list[bytes]:
 
 
 async def _pixel_parts(
-    index: Index,
-    blobs: BlobStore,
+    request: Request,
     images: Sequence[InstanceSummary],
     targets: Mapping[str, str],
     service: str,
 ) -> AsyncIterator[OutgoingPart]:
     """The pixel data parts of many instances; each part says whose it is."""
+    index = _index(request)
     for start in range(0, len(images), METADATA_BATCH):
         uids = [i.sop_instance_uid for i in images[start : start + METADATA_BATCH]]
         for stored in await index.get_instances(uids):
             if pixel_data_tag(stored) is None:
                 continue
-            pixels = await pixel_data(blobs, stored)
-            content_type = _part_type(targets[stored.transfer_syntax_uid])
-            for location, source in _located(pixels, stored, service):
-                yield OutgoingPart(content_type, source.chunks(blobs), source.length, location)
+            base = (
+                f"{service}/studies/{stored.study_instance_uid}"
+                f"/series/{stored.series_instance_uid}/instances/{stored.sop_instance_uid}"
+            )
+            target = targets[stored.sop_instance_uid]
+            for path, part in await _pixel_value_parts(request, stored, target):
+                yield OutgoingPart(part.content_type, part.body, part.length, base + path)
 
 
-def _located(
-    pixels: PixelData, stored: StoredInstance, service: str
-) -> Iterable[tuple[str, ByteSource]]:
-    base = (
-        f"{service}/studies/{stored.study_instance_uid}/series/{stored.series_instance_uid}"
-        f"/instances/{stored.sop_instance_uid}"
-    )
+def _located(pixels: PixelData) -> Iterable[tuple[str, ByteSource]]:
     if not pixels.encapsulated:
-        return [(f"{base}/pixeldata", pixels.sources[0])]
-    return [(f"{base}/frames/{n}", s) for n, s in enumerate(pixels.sources, start=1)]
+        return [("/pixeldata", pixels.sources[0])]
+    return [(f"/frames/{n}", s) for n, s in enumerate(pixels.sources, start=1)]

@@ -9,6 +9,10 @@ from starlette.routing import Mount, Route
 
 from dicomweb.app import create_app
 from dicomweb.config import Config
+from dicomweb.dimse.server import build_ae
+from dicomweb.negotiation import FRAME_MEDIA_TYPES
+from dicomweb.pixels.codecs import SYNTAXES, Kind
+from dicomweb.pixels.transcode import can_decode
 from dicomweb.query import ATTRIBUTES, SEQUENCES
 from dicomweb.status import Status
 
@@ -89,3 +93,40 @@ def test_search_keys_match_the_query_model() -> None:
     tags = {row[1]: row[2] for row in table_after("return attributes (checked)")}
     for a in ATTRIBUTES:
         assert tags[a.keyword] == f"({a.tag >> 16:04X},{a.tag & 0xFFFF:04X})"
+
+
+def test_dimse_sop_classes_match_the_ae() -> None:
+    documented = {row[1] for row in table_after("SOP classes (checked)")}
+    ae = build_ae("DICOMWEB", [])
+    assert documented == {str(cx.abstract_syntax) for cx in ae.supported_contexts}
+
+
+def test_dimse_storage_transfer_syntaxes_match_the_ae() -> None:
+    documented = [row[1] for row in table_after("Transfer syntaxes for Storage (checked)")]
+    ae = build_ae("DICOMWEB", [])
+    storage = [cx for cx in ae.supported_contexts if cx.scp_role]
+    assert storage
+    for context in storage:
+        assert [str(ts) for ts in context.transfer_syntax] == documented
+
+
+def test_transfer_syntaxes_match_the_codec_table() -> None:
+    rows = table_after("Transfer syntaxes (checked)")
+    documented = {row[1]: row for row in rows}
+    assert set(documented) == set(SYNTAXES)
+    for uid, syntax in SYNTAXES.items():
+        name, _, read, written, lossy, decoder, encoder = documented[uid]
+        assert name == syntax.name, uid
+        assert read == ("yes" if can_decode(uid) else "no"), uid
+        writable = syntax.kind is not Kind.BIG_ENDIAN and syntax.available()
+        assert written == ("yes" if writable else "no"), uid
+        assert lossy == ("yes" if syntax.is_lossy else "no"), uid
+        assert decoder and encoder
+        # The decoder named first is the plugin pydicom uses, or the one preferred.
+        if syntax.decoding_plugin:
+            assert decoder.startswith(syntax.decoding_plugin), uid
+    # Every syntax a frame can be sent in is either in the codec table or sent as stored.
+    as_stored_only = {uid for uid in FRAME_MEDIA_TYPES if uid not in SYNTAXES}
+    text = STATEMENT.read_text()
+    assert "and sent as stored only" in text
+    assert all(FRAME_MEDIA_TYPES[uid] != "application/octet-stream" for uid in as_stored_only)

@@ -49,6 +49,7 @@ from dicomweb.query import (
     literal_prefix,
     name_group_key,
     name_words,
+    rank,
 )
 
 p, st, se, i = schema.patient, schema.study, schema.series, schema.instance
@@ -407,29 +408,42 @@ def _returned_levels(query: Query) -> set[Level]:
 
 def _needs_stored(query: Query, level: Level) -> bool:
     """Whether stored attributes of `level` are needed beyond the indexed columns."""
-    if level not in _returned_levels(query) or level is Level.PATIENT:
+    if level is Level.PATIENT or rank(level) > rank(query.level):
         return False
-    if query.include_all:
+    returned = level in _returned_levels(query)
+    if returned and (query.include_all or (level is Level.SERIES)):
+        # Series results carry their Request Attributes Sequence (PS3.18 Table 10.6.3-4).
         return True
-    extra = {tag for tag in query.include if tag not in BY_TAG}
+    extra = {tag for tag in _wanted(query) if tag not in BY_TAG}
     if level is Level.INSTANCE:
         return bool(extra)
     return bool(extra & LEVEL_TAGS[level])
 
 
 _LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.INSTANCE)
+# Stored series attributes returned without being asked for.
+_SERIES_DEFAULTS = frozenset({REQUEST_ATTRIBUTES.tag})
+
+
+def _wanted(query: Query) -> set[int]:
+    """Tags asked for by includefield or as matching keys."""
+    return query.include | {key.tag for key, _ in query.matches}
 
 
 def _returned(query: Query) -> list[_Returned]:
-    """The columns the results carry, in the order of the SELECT."""
+    """The columns the results carry, in the order of the SELECT.
+
+    The default attributes of the levels a result describes, and any attribute of
+    the query's level or above that was asked for (PS3.18 10.6.3.3).
+    """
     levels = _returned_levels(query)
-    wanted = query.include | {key.tag for key, _ in query.matches}
+    wanted = _wanted(query)
     return [
         r
         for level in _LEVELS
-        if level in levels
+        if rank(level) <= rank(query.level) and (level is not Level.PATIENT or level in levels)
         for r in _RETURNED[level]
-        if r.default or query.include_all or int(r.tag, 16) in wanted
+        if (level in levels and (r.default or query.include_all)) or int(r.tag, 16) in wanted
     ]
 
 
@@ -437,7 +451,7 @@ def to_datasets(query: Query, rows: Sequence[Row[Any]]) -> SearchResult:
     """DICOM JSON objects of the first `query.limit` rows (keys unsorted)."""
     returned = _returned(query)
     stored_at = len(returned)
-    wanted = None if query.include_all else query.include | {key.tag for key, _ in query.matches}
+    wanted = None if query.include_all else _wanted(query) | _SERIES_DEFAULTS
     datasets = []
     for row in rows[: query.limit]:
         ds: dict[str, Any] = {}

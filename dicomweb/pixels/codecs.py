@@ -13,7 +13,9 @@ touched.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -178,6 +180,11 @@ def _encoded(info: FrameInfo, photometric: str, bits_stored: int | None = None) 
     )
 
 
+# pylibjpeg-openjpeg 2.6's encoder crashes the process (SIGSEGV) when two threads
+# encode at once: JPEG 2000 encoding is serialised, everything else stays parallel.
+_OPENJPEG_ENCODER = threading.Lock()
+
+
 def _pydicom_encoder(
     syntax_uid: str, plugin: str = "", *, whole_container: bool = False, **options: Any
 ) -> EncodeFunction:
@@ -195,20 +202,21 @@ def _pydicom_encoder(
             # openjpeg applies the colour transform to any 3 samples unless told not to;
             # PS3.5 8.2.4 ties it to YBR_RCT / YBR_ICT.
             extra["use_mct"] = photometric in (YBR_RCT, YBR_ICT)
-        data = encoder.encode(
-            pixels,
-            encoding_plugin=plugin if plugin in encoder.available_plugins else "",
-            rows=info.rows,
-            columns=info.columns,
-            samples_per_pixel=info.samples_per_pixel,
-            bits_allocated=info.bits_allocated,
-            bits_stored=info.bits_allocated if whole_container else info.bits_stored,
-            pixel_representation=info.pixel_representation,
-            photometric_interpretation=photometric,
-            planar_configuration=0,
-            number_of_frames=1,
-            **extra,
-        )
+        with _OPENJPEG_ENCODER if syntax_uid in _J2K_UIDS else contextlib.nullcontext():
+            data = encoder.encode(
+                pixels,
+                encoding_plugin=plugin if plugin in encoder.available_plugins else "",
+                rows=info.rows,
+                columns=info.columns,
+                samples_per_pixel=info.samples_per_pixel,
+                bits_allocated=info.bits_allocated,
+                bits_stored=info.bits_allocated if whole_container else info.bits_stored,
+                pixel_representation=info.pixel_representation,
+                photometric_interpretation=photometric,
+                planar_configuration=0,
+                number_of_frames=1,
+                **extra,
+            )
         return bytes(data), _encoded(info, photometric)
 
     return encode

@@ -68,6 +68,7 @@ __all__ = [
     "encode_frame",
     "transcode_frame",
     "transcode_instance",
+    "transcode_refusal",
 ]
 
 _PIXEL_TAGS: Final = {
@@ -191,6 +192,22 @@ def _check_target(source: Syntax, target: Syntax, info: FrameInfo) -> bool:
     if reason:
         raise TranscodeError(reason)
     return as_rgb
+
+
+def transcode_refusal(source: str, target: str, info: FrameInfo) -> str | None:
+    """Why frames stored in `source`, described by `info`, cannot be sent in `target`,
+    or None if they can (also when no work is needed). Decides before any decoding,
+    with the colour conversions `transcode_frame` and `transcode_instance` make."""
+    try:
+        source_syntax, target_syntax = _syntax(source), _syntax(target)
+        if _unchanged(source_syntax, target_syntax):
+            return None
+        if not can_decode(source_syntax.uid):
+            return f"no decoder for {source_syntax.name} is installed"
+        _check_target(source_syntax, target_syntax, info)
+    except TranscodeError as exc:
+        return str(exc)
+    return None
 
 
 def transcode_instance(source: bytes | pathlib.Path, target: str) -> bytes:

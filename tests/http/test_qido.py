@@ -424,3 +424,25 @@ async def test_empty_index_has_no_content(client: httpx.AsyncClient) -> None:
     for path in ("/studies", "/series", "/instances"):
         response = await client.get(f"{ROOT}{path}")
         assert response.status_code == 204
+
+
+async def test_series_results_carry_requested_study_attributes(client: httpx.AsyncClient) -> None:
+    stored = await store(client)
+    a = stored["A"]
+    response = await client.get(
+        f"{ROOT}/studies/{a.uid}/series", params={"includefield": "StudyDescription,PatientAge"}
+    )
+    found = response.json()
+    assert [values(ds, "00081030") for ds in found] == [["Chest CT"], ["Chest CT"]]
+    assert [values(ds, "00101010") for ds in found] == [["055Y"], ["055Y"]]
+    assert "00100010" not in found[0]  # study attributes only when asked, for a study's series
+    # Request Attributes Sequence is a series return attribute (PS3.18 Table 10.6.3-4).
+    (main,) = [ds for ds in found if values(ds, "0020000E") == [a.series["main"]]]
+    (item,) = values(main, "00400275")
+    assert item["00400009"]["Value"] == ["SPS1"]
+    assert item["00401001"]["Value"] == ["RP1"]
+    response = await client.get(
+        f"{ROOT}/studies/{a.uid}/series/{a.series['main']}/instances",
+        params={"includefield": "SeriesDescription"},
+    )
+    assert {values(ds, "0008103E")[0] for ds in response.json()} == {"A main"}

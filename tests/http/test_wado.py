@@ -20,7 +20,6 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     JPEG2000,
     MPEG4HP41,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
@@ -223,34 +222,66 @@ async def test_unacceptable_instance_retrieve(
     assert says in detail
 
 
-async def test_compressed_instance_is_sent_as_stored_only_when_asked(
+async def test_lossy_instance_is_sent_as_stored_by_default(
     client: httpx.AsyncClient,
 ) -> None:
-    path = data_file("JPEG2000.dcm")
+    # PS3.18 8.7.3: without a transfer-syntax, data held only in lossy compressed form
+    # goes out as stored rather than decompressed.
+    path = data_file("JPEG2000.dcm")  # JPEG 2000 with Lossy Image Compression "01"
     ds = pydicom.dcmread(path)
+    assert ds.LossyImageCompression == "01"
     await store(client, path)
-    detail = problem(await client.get(instance_url(ds)), 406)
-    assert f"JPEG 2000 Image Compression ({JPEG2000})" in detail
-    assert "transfer-syntax=*" in detail
-    for syntax in ("*", JPEG2000):
-        response = await client.get(
-            instance_url(ds), headers={"accept": f"{DICOM_MULTIPART}; transfer-syntax={syntax}"}
-        )
-        [(headers, body)] = await parts_of(response)
-        assert headers["content-type"] == f"application/dicom; transfer-syntax={JPEG2000}"
+    for accept in (None, DICOM_MULTIPART, f"{DICOM_MULTIPART}; transfer-syntax=*"):
+        headers = {} if accept is None else {"accept": accept}
+        response = await client.get(instance_url(ds), headers=headers)
+        [(part, body)] = await parts_of(response)
+        assert part["content-type"] == f"application/dicom; transfer-syntax={JPEG2000}"
         assert body == path.read_bytes()
+    # Asked for by name, it is decompressed.
+    response = await client.get(
+        instance_url(ds),
+        headers={"accept": f"{DICOM_MULTIPART}; transfer-syntax={ExplicitVRLittleEndian}"},
+    )
+    [(part, body)] = await parts_of(response)
+    decoded = pydicom.dcmread(io.BytesIO(body))
+    assert decoded.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(decoded.pixel_array, ds.pixel_array)
 
 
-async def test_implicit_little_endian_instance(client: httpx.AsyncClient) -> None:
+async def test_implicit_vr_instance_is_sent_in_explicit_vr(client: httpx.AsyncClient) -> None:
+    # PS3.18 8.7.3: Implicit VR Little Endian is not used on the web.
     path = data_file("MR_small_implicit.dcm")
     ds = pydicom.dcmread(path)
     await store(client, path)
-    assert "Implicit VR Little Endian" in problem(await client.get(instance_url(ds)), 406)
-    response = await client.get(
-        instance_url(ds), headers={"accept": f"{DICOM_MULTIPART}; transfer-syntax=*"}
+    for accept in (None, f"{DICOM_MULTIPART}; transfer-syntax=*"):
+        headers = {} if accept is None else {"accept": accept}
+        response = await client.get(instance_url(ds), headers=headers)
+        [(part, body)] = await parts_of(response)
+        assert (
+            part["content-type"] == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+        )
+        assert int(response.headers["content-length"]) == len(response.content)
+        # The file meta names Explicit VR Little Endian, and the data set has VR fields:
+        # its first element's tag is followed by its VR.
+        meta_end = 144 + int.from_bytes(body[140:144], "little")
+        syntax_element = b"\x10\x00UI\x14\x00" + ExplicitVRLittleEndian.encode() + b"\x00"
+        assert syntax_element in body[:meta_end]
+        first = next(iter(ds))
+        tag = first.tag.group.to_bytes(2, "little") + first.tag.element.to_bytes(2, "little")
+        assert body[meta_end : meta_end + 6] == tag + first.VR.encode()
+        sent = pydicom.dcmread(io.BytesIO(body))
+        assert sent.original_encoding == (False, True)  # explicit VR, little endian
+        assert set(sent.keys()) == set(ds.keys())
+        for elem in ds:
+            assert sent[elem.tag].value == elem.value, elem.tag
+    detail = problem(
+        await client.get(
+            instance_url(ds),
+            headers={"accept": f"{DICOM_MULTIPART}; transfer-syntax=1.2.840.10008.1.2"},
+        ),
+        406,
     )
-    [(_, body)] = await parts_of(response)
-    assert body == path.read_bytes()
+    assert "not used with web services" in detail
     # Frames are the same bytes in either little-endian syntax.
     response = await client.get(
         f"{instance_url(ds)}/frames/1",
@@ -493,19 +524,22 @@ async def test_frames_as_stored(
 
 
 @pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "SC_rgb_rle_2frame.dcm"])
-async def test_compressed_frames_are_not_decompressed(client: httpx.AsyncClient, name: str) -> None:
+async def test_compressed_frames_are_decompressed_for_native_requests(
+    client: httpx.AsyncClient, name: str
+) -> None:
     ds = pydicom.dcmread(data_file(name))
     await store(client, data_file(name))
-    url = f"{instance_url(ds)}/frames/1"
+    count = int(ds.get("NumberOfFrames") or 1)
+    url = f"{instance_url(ds)}/frames/{count},1"
+    expected = ds.pixel_array if count > 1 else ds.pixel_array[None]
     native = 'multipart/related; type="application/octet-stream"'
-    for accept in (
-        native,
-        f"{native}; transfer-syntax={ExplicitVRLittleEndian}",
-        'multipart/related; type="image/jls"',
-        f'multipart/related; type="image/jp2"; transfer-syntax={JPEG2000}',
-    ):
-        detail = problem(await client.get(url, headers={"accept": accept}), 406)
-        assert ds.file_meta.TransferSyntaxUID in detail, accept
+    for accept in (native, f"{native}; transfer-syntax={ExplicitVRLittleEndian}"):
+        response = await client.get(url, headers={"accept": accept})
+        parts = await parts_of(response)
+        for headers, _ in parts:
+            assert headers["content-type"] == f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}"
+        frames = [body for _, body in parts]
+        assert frames == [expected[count - 1].tobytes(), expected[0].tobytes()], accept
 
 
 async def test_frame_list_errors(client: httpx.AsyncClient) -> None:
@@ -529,18 +563,23 @@ async def test_frames_of_an_instance_without_pixel_data(client: httpx.AsyncClien
     assert "no pixel data" in problem(await client.get(f"{instance_url(ds)}/pixeldata"), 404)
 
 
-async def test_big_endian_frames_only_as_stored(client: httpx.AsyncClient) -> None:
+async def test_big_endian_frames_are_sent_little_endian(client: httpx.AsyncClient) -> None:
+    # Explicit VR Big Endian is not used on the web (PS3.18 8.7.3): frames are swapped.
     path = data_file("MR_small_bigendian.dcm")
     ds = pydicom.dcmread(path)
     await store(client, path)
     url = f"{instance_url(ds)}/frames/1"
-    assert "Explicit VR Big Endian" in problem(await client.get(url), 406)
-    response = await client.get(url, headers={"accept": AS_STORED})
-    [(headers, body)] = await parts_of(response)
-    assert headers["content-type"] == f"{OCTET}; transfer-syntax={ExplicitVRBigEndian}"
-    with path.open("rb") as f:
-        f.seek(ds["PixelData"].file_tell)
-        assert body == f.read(len(body))
+    expected = ds.pixel_array.astype(ds.pixel_array.dtype.newbyteorder("<")).tobytes()
+    for accept in (None, AS_STORED):
+        response = await client.get(url, headers={} if accept is None else {"accept": accept})
+        [(headers, body)] = await parts_of(response)
+        assert headers["content-type"] == f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}"
+        assert body == expected
+    whole = await client.get(instance_url(ds))
+    [(_, body)] = await parts_of(whole)
+    sent = pydicom.dcmread(io.BytesIO(body))
+    assert sent.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(sent.pixel_array, ds.pixel_array)
 
 
 async def test_deflated_instance_frames_and_pixel_data(client: httpx.AsyncClient) -> None:
@@ -596,7 +635,13 @@ async def test_instance_pixel_data(client: httpx.AsyncClient) -> None:
     ds = pydicom.dcmread(compressed)
     native_only = 'multipart/related; type="application/octet-stream"'
     for url in (f"{instance_url(ds)}/pixeldata", f"{instance_url(ds)}/bulkdata/7FE00010"):
-        assert "JPEG 2000" in problem(await client.get(url, headers={"accept": native_only}), 406)
+        # Decompressed: all frames as one native value.
+        [(headers, body)] = await parts_of(await client.get(url, headers={"accept": native_only}))
+        assert headers["content-type"] == f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}"
+        assert body == ds.pixel_array.tobytes()
+        single = await client.get(url, headers={"accept": OCTET})
+        assert single.content == ds.pixel_array.tobytes()
+        assert single.headers["content-length"] == str(len(single.content))
         response = await client.get(url, headers={"accept": AS_STORED})
         parts = await parts_of(response)
         assert [body for _, body in parts] == stored_frames(ds)

@@ -212,17 +212,18 @@ def test_several_worker_processes(tmp_path: Path, database_url: str) -> None:
         study = new_uid()
         datasets = [ct_dataset(study, instance_number=n, seed=n) for n in range(12)]
 
-        def post(ds: pydicom.Dataset) -> int:
+        def post(ds: pydicom.Dataset) -> tuple[int, str]:
             response = httpx.post(
                 f"{server.url}/dicomweb/studies",
                 content=multipart([to_bytes(ds)]),
                 headers={"content-type": CONTENT_TYPE},
-                timeout=30,
+                timeout=60,
             )
-            return response.status_code
+            return response.status_code, response.headers.get("warning", response.text[:200])
 
         with ThreadPoolExecutor(6) as pool:
-            assert list(pool.map(post, datasets)) == [200] * 12
+            answers = list(pool.map(post, datasets))
+        assert [status for status, _ in answers] == [200] * 12, answers
         rows = asyncio.run(stored_rows(server.database_url))
         assert sorted(r[0] for r in rows) == sorted(ds.SOPInstanceUID for ds in datasets)
     finally:

@@ -74,7 +74,8 @@ def test_instance_syntax(part: str, syntax: str | None, stored: str, sent: str |
         # transfer-syntax=*: as stored, native little endian labelled Explicit VR LE.
         (OCTET, "*", JPEG2000Lossless, JPEG2000Lossless),
         (OCTET, "*", ImplicitVRLittleEndian, ExplicitVRLittleEndian),
-        (OCTET, "*", ExplicitVRBigEndian, ExplicitVRBigEndian),
+        # Big endian is not used on the web (PS3.18 8.7.3): its frames are swapped.
+        (OCTET, "*", ExplicitVRBigEndian, ExplicitVRLittleEndian),
         ("image/jp2", "*", JPEG2000Lossless, JPEG2000Lossless),
         ("image/jpeg", "*", JPEG2000Lossless, JPEGLosslessSV1),
         # No transfer syntax: the stored media type as stored; octet-stream is native.
@@ -95,6 +96,28 @@ def test_instance_syntax(part: str, syntax: str | None, stored: str, sent: str |
 )
 def test_pixel_syntax(part: str, syntax: str | None, stored: str, sent: str | None) -> None:
     assert pixel_syntax(Wanted(MULTIPART, part, syntax), stored) == sent
+
+
+def test_lossy_data_keeps_its_syntax_when_none_is_named() -> None:
+    # PS3.18 8.7.3: the default applies "unless the origin server has only access to the
+    # pixel data in lossy compressed form".
+    dicom, octet = Wanted(MULTIPART, "application/dicom", None), Wanted(MULTIPART, OCTET, None)
+    assert instance_syntax(dicom, JPEGBaseline8Bit, lossy=True) == JPEGBaseline8Bit
+    assert instance_syntax(dicom, JPEGBaseline8Bit, lossy=False) == ExplicitVRLittleEndian
+    assert pixel_syntax(octet, JPEGBaseline8Bit, lossy=True) == JPEGBaseline8Bit
+    # Named syntaxes, and other media types' defaults, are what they say.
+    named = Wanted(MULTIPART, "application/dicom", ExplicitVRLittleEndian)
+    assert instance_syntax(named, JPEGBaseline8Bit, lossy=True) == ExplicitVRLittleEndian
+    jls = Wanted(MULTIPART, "image/jls", None)
+    assert pixel_syntax(jls, JPEGBaseline8Bit, lossy=True) == "1.2.840.10008.1.2.4.80"
+    # Implicit VR data goes out in Explicit VR, even "as stored".
+    as_stored = Wanted(MULTIPART, "application/dicom", "*")
+    assert instance_syntax(as_stored, ImplicitVRLittleEndian) == ExplicitVRLittleEndian
+
+
+def test_wanted_keeps_q_values() -> None:
+    found = wanted("multipart/related; type=application/dicom; q=0.4, */*;q=0.2", OCTET)
+    assert [w.quality for w in found] == [0.4, 0.2]
 
 
 def test_value_syntax() -> None:

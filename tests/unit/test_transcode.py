@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 import zlib
 from dataclasses import replace
@@ -523,3 +524,32 @@ def test_bad_frames_raise_transcode_error() -> None:
         encode_frame(np.zeros((2, 2), np.uint16), J2K_LOSSLESS, MONO16)
     with pytest.raises(TranscodeError, match="Bits Stored"):
         replace(MONO16, bits_stored=17)
+
+
+def test_jpeg_2000_encoding_from_several_threads() -> None:
+    """openjpeg's encoder is not thread-safe: concurrent encodes must not crash the process."""
+    info = FrameInfo(
+        rows=128,
+        columns=128,
+        samples_per_pixel=1,
+        bits_allocated=16,
+        bits_stored=12,
+        pixel_representation=0,
+        photometric_interpretation="MONOCHROME2",
+        planar_configuration=0,
+        number_of_frames=1,
+    )
+    pixels = np.random.default_rng(3).integers(0, 4096, (128, 128), dtype=np.uint16)
+    results: list[bool] = []
+
+    def work() -> None:
+        for _ in range(5):
+            data, _ = encode_frame(pixels, J2K_LOSSLESS, info)
+            results.append(bool((decode_frame(data, J2K_LOSSLESS, info) == pixels).all()))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [True] * 20

@@ -1,0 +1,95 @@
+"""POST /api/send: push stored instances to a configured DICOM AE with C-STORE.
+
+Not a DICOMweb transaction. The body names the destination (an AE title from
+--dimse-peer) and a study, optionally a series and an instance; the response streams one
+JSON line per instance as the peer answers (application/x-ndjson), then a summary line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+from anyio import from_thread, to_thread
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from dicomweb.dimse.peers import parse_peers
+from dicomweb.dimse.scu import SendError, SendResult, send
+from dicomweb.errors import BadRequest, NotFound
+from dicomweb.index import Index
+from dicomweb.query import BY_KEYWORD, Level, Query, SingleValue
+from dicomweb.resources import validate_uid
+from dicomweb.storage import FilesystemBlobStore
+
+NDJSON = "application/x-ndjson"
+
+
+async def send_instances(request: Request) -> StreamingResponse:
+    """POST /api/send with {"destination", "study", "series"?, "instance"?}."""
+    body = await _json(request)
+    config = request.app.state.config
+    destination = body.get("destination")
+    peer = (
+        parse_peers(config.dimse_peers).get(destination) if isinstance(destination, str) else None
+    )
+    if peer is None:
+        raise BadRequest(f"destination {destination!r} is not a configured DICOM AE")
+    query = Query(Level.INSTANCE, limit=1_000_000)
+    query.study_instance_uid = validate_uid(body.get("study"), "study")
+    if body.get("series") is not None:
+        query.series_instance_uid = validate_uid(body["series"], "series")
+    if body.get("instance") is not None:
+        sop = validate_uid(body["instance"], "instance")
+        query.matches.append((BY_KEYWORD["SOPInstanceUID"], SingleValue(sop)))
+    index: Index = request.app.state.index
+    located = await index.locate(query)
+    if not located:
+        raise NotFound("no stored instance matches")
+    blobs: FilesystemBlobStore = request.app.state.blobs
+    sender, receiver = anyio.create_memory_object_stream[bytes](max_buffer_size=len(located) + 1)
+
+    def report(result: SendResult) -> None:
+        line = {"sop_instance_uid": result.sop_instance_uid, "status": result.status}
+        if result.detail:
+            line["detail"] = result.detail
+        from_thread.run_sync(sender.send_nowait, orjson.dumps(line) + b"\n")
+
+    async def run() -> None:
+        async with sender:
+            try:
+                results = await to_thread.run_sync(
+                    send,
+                    peer,
+                    config.aet,
+                    located,
+                    lambda item: blobs.blob_path(item.blob_key),
+                    report,
+                )
+            except SendError as exc:
+                await sender.send(orjson.dumps({"error": str(exc)}) + b"\n")
+                return
+            failed = sum(not r.ok for r in results)
+            summary = {"sent": len(results) - failed, "failed": failed, "destination": str(peer)}
+            await sender.send(orjson.dumps(summary) + b"\n")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            async with receiver:
+                async for line in receiver:
+                    yield line
+
+    return StreamingResponse(stream(), media_type=NDJSON)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
