@@ -188,6 +188,8 @@ def create_app_from_environ() -> Starlette:
 
 
 async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
+    # Statistics may be missing or stale (a bulk load, an upgrade): searches need them.
+    await index.analyze()
     try:
         report = await blobs.sweep(index.referenced_blobs, grace)
     except Exception:

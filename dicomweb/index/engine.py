@@ -128,6 +128,14 @@ def insert(dialect_name: str, table: Any) -> postgresql.Insert | sqlite.Insert:
     return sqlite.insert(table)
 
 
+def analyze(connection: Connection) -> None:
+    """Gather planner statistics (a Writer function)."""
+    if connection.dialect.name == "sqlite":
+        # Sampled: a bounded cost whatever the size of the tables.
+        connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+    connection.exec_driver_sql("ANALYZE")
+
+
 async def migrate(writer: Writer) -> None:
     """Bring the schema to the newest Alembic revision."""
     await writer.run(_upgrade)

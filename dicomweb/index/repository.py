@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dicomweb.index import schema
 from dicomweb.index.batch import SeriesCache, add_batch
-from dicomweb.index.engine import Writer, create_engines, migrate
+from dicomweb.index.engine import Writer, analyze, create_engines, migrate
 from dicomweb.index.records import AddResult, InstanceRecord
 from dicomweb.index.search import SearchResult, build_locate, build_select, to_datasets
 from dicomweb.query import Query
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # unique key; the loser retries and then finds the winner's row.
 _ATTEMPTS = 5
 _MAX_BATCH = 200
+_FIRST_ANALYZE = 500
+_MAX_ANALYZE_INTERVAL = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ class Index:
         self._pending: list[tuple[InstanceRecord, asyncio.Future[AddResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._series = SeriesCache()
+        # Planner statistics are refreshed as the index grows (see _count_added).
+        self._added_since_analyze = 0
+        self._analyze_after = _FIRST_ANALYZE
+        self._analyzer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str) -> Index:
@@ -102,6 +108,8 @@ class Index:
     async def close(self) -> None:
         if self._flusher is not None:
             await self._flusher
+        if self._analyzer is not None:
+            await self._analyzer
         await self._writer.dispose()
         await self._reader.dispose()
 
@@ -146,7 +154,9 @@ class Index:
         """Index `records` in one transaction; one result per record, in order."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._writer.run(add_batch, records, self._series)
+                results = await self._writer.run(add_batch, records, self._series)
+                self._count_added(sum(r is AddResult.ADDED for r in results))
+                return results
             except (IntegrityError, OperationalError) as exc:
                 self._series.clear()
                 # A unique-key race or a deadlock with another writer on PostgreSQL, or
@@ -156,6 +166,30 @@ class Index:
                 log.info("index write retried after %s", type(exc.orig).__name__)
                 await asyncio.sleep(0.02 * attempt)
         raise AssertionError("unreachable")
+
+    def _count_added(self, added: int) -> None:
+        """Refresh planner statistics whenever the index has grown enough.
+
+        Without statistics (PostgreSQL before autovacuum gets to a bulk load, SQLite
+        always) the planners guess, and a guess can turn an index lookup into a scan
+        of every study. The threshold doubles, so statistics keep up with growth at a
+        cost that shrinks relative to it.
+        """
+        self._added_since_analyze += added
+        if self._added_since_analyze < self._analyze_after:
+            return
+        if self._analyzer is not None and not self._analyzer.done():
+            return
+        self._added_since_analyze = 0
+        self._analyze_after = min(self._analyze_after * 2, _MAX_ANALYZE_INTERVAL)
+        self._analyzer = asyncio.create_task(self.analyze())
+
+    async def analyze(self) -> None:
+        """Update the planner statistics of the index tables."""
+        try:
+            await self._writer.run(analyze)
+        except (DBAPIError, OSError):
+            log.exception("index statistics could not be updated")
 
     async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` belong to indexed instances."""

@@ -262,3 +262,21 @@ async def test_search_migration_fills_rows_indexed_before(database_url: str) -> 
 
 def sa_table(conn: Connection, name: str) -> Table:
     return Table(name, MetaData(), autoload_with=conn)
+
+
+async def test_statistics_are_gathered_as_the_index_grows(index: Index) -> None:
+    """After enough instances, the planner has statistics for the tables."""
+    study = new_uid()
+    series = new_uid()
+    for _ in range(3):
+        await index.add_instances([record(study, series) for _n in range(200)])
+    assert index._analyzer is not None
+    await index._analyzer
+    async with index._reader.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            found = await conn.exec_driver_sql("SELECT count(*) FROM sqlite_stat1")
+        else:
+            found = await conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stats WHERE tablename = 'instance'"
+            )
+        assert found.scalar_one() > 0
