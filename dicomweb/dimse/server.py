@@ -66,23 +66,27 @@ from dicomweb.storage import FilesystemBlobStore
 
 log = logging.getLogger(__name__)
 
-# What C-STORE accepts: every syntax the ingest path stores as received.
+# What C-STORE accepts: every syntax the ingest path stores as received. pynetdicom
+# accepts, of the syntaxes proposed in one context, the first in this list: Explicit VR
+# first (what the web serves), then lossless compression (the sender's work, no loss),
+# then the legacy native syntaxes, and lossy ones last, so that a sender offering lossy
+# compression beside uncompressed data is never asked to compress with loss.
 STORE_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    ImplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
     ExplicitVRBigEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
     JPEGLSNearLossless,
-    JPEG2000Lossless,
     JPEG2000,
-    RLELossless,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
     HTJ2K,
 )
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)

@@ -561,3 +561,18 @@ def test_send_by_command_and_http(dimse: Dimse) -> None:
         f"{dimse.server.url}/api/send", json={"destination": "DEST", "study": new_uid()}
     )
     assert missing.status_code == 404
+
+
+def test_explicit_vr_is_preferred_and_lossy_last(dimse: Dimse) -> None:
+    ae = AE(ae_title="PREFSCU")
+    ae.add_requested_context(
+        CTImageStorage,
+        ["1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1"],
+    )
+    ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.70"])
+    assoc = ae.associate("127.0.0.1", dimse.port, ae_title=AET)
+    try:
+        accepted = [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts]
+    finally:
+        assoc.release()
+    assert accepted == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70"]
