@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks (bench/stow.py, bench/qido.py, bench/dimse.py).
+"""Shared helpers for the benchmarks (bench/stow.py, bench/qido.py, bench/dimse.py, bench/wado.py).
 
 Everything here is independent of the server under test: synthetic CT data,
 UID re-stamping, multipart/related bodies, starting and stopping a server
@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import platform
+import re
 import secrets
 import shlex
 import shutil
@@ -174,6 +175,75 @@ def generate_ct_series(
     return paths
 
 
+MULTIFRAME_SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
+
+
+def generate_multiframe(
+    path: Path,
+    frames: int,
+    study_uid: str,
+    rows: int = 512,
+    cols: int = 512,
+    seed: int = 20240316,
+) -> Path:
+    """One uncompressed multi-frame instance (Multi-frame Grayscale Word Secondary
+    Capture, 16-bit, 12 stored, Explicit VR Little Endian) of `frames` phantom
+    slices, in its own series of study `study_uid`."""
+    rng = np.random.default_rng(seed)
+    sop_uid = UID(fixed_uid())
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(MULTIFRAME_SC_STORAGE)
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = UID(MULTIFRAME_SC_STORAGE)
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240315"
+    ds.StudyTime = "101500"
+    ds.SeriesTime = ds.ContentTime = "103000"
+    ds.AccessionNumber = "BENCH000001"
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = "Bench Medical"
+    ds.ReferringPhysicianName = "Doe^Jane"
+    ds.StudyDescription = "CT CHEST W CONTRAST"
+    ds.SeriesDescription = "MULTI-FRAME VOLUME"
+    ds.PatientName = "Bench^Patient^Q"
+    ds.PatientID = "BENCH-0001"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = fixed_uid()
+    ds.StudyID = "1"
+    ds.SeriesNumber = 3
+    ds.InstanceNumber = 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.NumberOfFrames = frames
+    ds.FrameIncrementPointer = 0x00181063  # FrameTime
+    ds.FrameTime = "100"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    ds.RescaleIntercept = "-1024"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.PixelData = b"".join(
+        _phantom_slice(rng, rows, cols, i, frames).tobytes() for i in range(frames)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 # --------------------------------------------------------------------------
 # Templates: encoded files whose UIDs can be re-stamped cheaply
 # --------------------------------------------------------------------------
@@ -291,6 +361,36 @@ def multipart_stream(parts: Iterable[bytes], boundary: str) -> Iterator[bytes]:
 def multipart_length(part_sizes: Iterable[int], boundary: str) -> int:
     head = len(_part_head(boundary))
     return sum(head + size + 2 for size in part_sizes) + len(_closing(boundary))
+
+
+def multipart_boundary(content_type: str) -> str | None:
+    """The boundary parameter of a multipart Content-Type, or None."""
+    match = re.search(r'boundary="?([^";,\s]+)"?', content_type, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+def split_multipart(content_type: str, body: bytes) -> list[memoryview] | None:
+    """The payloads of a multipart response body (no copies), or None if it is not one."""
+    boundary = multipart_boundary(content_type)
+    if boundary is None or not content_type.lower().startswith("multipart/"):
+        return None
+    delim = b"--" + boundary.encode("ascii")
+    view = memoryview(body)
+    parts: list[memoryview] = []
+    pos = body.find(delim)
+    while pos >= 0:
+        start = pos + len(delim)
+        if body[start : start + 2] == b"--":
+            return parts
+        head_end = body.find(b"\r\n\r\n", start)
+        if head_end < 0:
+            return None
+        end = body.find(b"\r\n" + delim, head_end + 4)
+        if end < 0:
+            return None
+        parts.append(view[head_end + 4 : end])
+        pos = end + 2
+    return None  # no closing delimiter
 
 
 # --------------------------------------------------------------------------
@@ -891,6 +991,171 @@ def stream_upload(
         result.errors.append(f"{type(exc).__name__}: {exc}")
     result.wall_s = time.perf_counter() - start
     return result, total
+
+
+# --------------------------------------------------------------------------
+# GET loops (bench/wado.py)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One GET: path (appended to the base URL), headers, and what to check."""
+
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    tag: Any = None  # given back to the check function
+
+
+# check(n, fetch, response) -> None when the response is right, else why not.
+FetchCheck = Callable[[int, Fetch, httpx.Response], "str | None"]
+
+
+@dataclass
+class FetchRun:
+    requests: int = 0
+    ok: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    content_bytes: int = 0  # response bodies as read (decoded)
+    wire_bytes: int = 0  # as received (before any Content-Encoding is undone)
+    wall_s: float = 0.0
+    timed_out: bool = False
+    client_cpu_s: float = 0.0
+
+    def fail(self, text: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < 20:
+            self.errors.append(text)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_s)
+
+        def ms(p: float) -> float | None:
+            v = percentile(lat, p)
+            return None if v is None else round(v * 1000, 2)
+
+        wall = self.wall_s or None
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "statuses": self.statuses,
+            "error_count": self.error_count,
+            "errors": self.errors,
+            "wall_s": round(self.wall_s, 3),
+            "timed_out": self.timed_out,
+            "req_per_s": round(self.ok / wall, 2) if wall else None,
+            "mib_per_s": round(self.content_bytes / MIB / wall, 1) if wall else None,
+            "bytes_per_response": round(self.content_bytes / self.requests)
+            if self.requests
+            else None,
+            "content_bytes": self.content_bytes,
+            "wire_bytes": self.wire_bytes,
+            "latency_p50_ms": ms(0.50),
+            "latency_p95_ms": ms(0.95),
+            "latency_max_ms": round(lat[-1] * 1000, 2) if lat else None,
+            "client_cpu_s": round(self.client_cpu_s, 2),
+        }
+
+
+async def _fetch_loop(
+    base_url: str,
+    fetches: Sequence[Fetch],
+    warmup: Sequence[Fetch],
+    concurrency: int,
+    max_requests: int,
+    duration: float,
+    request_timeout: float,
+    check: FetchCheck | None,
+    run: FetchRun,
+) -> None:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(request_timeout, connect=10.0)
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=timeout, trust_env=False
+    ) as client:
+        for w in warmup:  # one after the other, not counted
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(w.path, headers=w.headers)
+        counter = iter(range(max_requests))  # shared; next() never awaits
+        start = time.perf_counter()
+        deadline = start + duration
+
+        async def worker() -> None:
+            for n in counter:
+                if time.perf_counter() >= deadline:
+                    run.timed_out = True
+                    return
+                fetch = fetches[n % len(fetches)]
+                t0 = time.perf_counter()
+                try:
+                    resp = await client.get(fetch.path, headers=fetch.headers)
+                except httpx.HTTPError as exc:
+                    run.requests += 1
+                    run.fail(f"{type(exc).__name__}: {exc} ({fetch.path})")
+                    continue
+                run.latencies_s.append(time.perf_counter() - t0)
+                run.requests += 1
+                key = str(resp.status_code)
+                run.statuses[key] = run.statuses.get(key, 0) + 1
+                run.content_bytes += len(resp.content)
+                run.wire_bytes += resp.num_bytes_downloaded
+                if resp.status_code != 200:
+                    run.fail(f"HTTP {resp.status_code} for {fetch.path}: {resp.text[:200]}")
+                    continue
+                problem = check(n, fetch, resp) if check is not None else None
+                if problem:
+                    run.fail(f"{problem} ({fetch.path})")
+                    continue
+                run.ok += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        run.wall_s = time.perf_counter() - start
+
+
+def fetch_all(
+    base_url: str,
+    fetches: Sequence[Fetch],
+    concurrency: int,
+    max_requests: int,
+    duration: float,
+    request_timeout: float = 120.0,
+    check: FetchCheck | None = None,
+    warmup: Sequence[Fetch] = (),
+) -> FetchRun:
+    """GET `fetches` in order (cycling) with `concurrency` connections.
+
+    The `warmup` requests go first, one at a time, untimed. Then at most
+    `max_requests` requests, none started after `duration` seconds. A request
+    counts as ok when it is answered 200 and `check` finds nothing wrong.
+    Latency is from sending the request to having read the whole body.
+    """
+    run = FetchRun()
+
+    async def main() -> None:
+        try:
+            bound = duration + request_timeout * (2 + len(warmup)) + 30
+            async with asyncio.timeout(bound):
+                await _fetch_loop(
+                    base_url,
+                    fetches,
+                    warmup,
+                    concurrency,
+                    max_requests,
+                    duration,
+                    request_timeout,
+                    check,
+                    run,
+                )
+        except TimeoutError:
+            run.timed_out = True
+
+    cpu0 = time.process_time()
+    asyncio.run(main())
+    run.client_cpu_s = time.process_time() - cpu0
+    return run
 
 
 def self_peak_rss_mib() -> float:

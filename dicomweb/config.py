@@ -62,6 +62,11 @@ class Config:
     # built-in authorization server, whose issuer name is public_url.
     oauth_issuer: str = ""
     oauth_audience: str = "dicomweb"
+    # The viewer's OAuth client at the external issuer (a public client whose redirect URI
+    # is <origin>/callback) and the scopes it asks for: the viewer then logs users in
+    # (OpenID Connect, authorization code with PKCE). Empty: the viewer has no login.
+    viewer_client_id: str = ""
+    viewer_scope: str = "openid dicomweb.read"
     # The issuer's JWKS URL when it publishes no discovery document.
     oauth_jwks_url: str = ""
     # Signature algorithms accepted (asymmetric only; HS* and "none" are refused).

@@ -15,6 +15,14 @@ module adds what a static file server lacks:
   require-corp, CORP same-origin): SharedArrayBuffer, and with it multithreaded WASM
   decoding, needs that.
 
+With `--auth oauth2`, an external issuer and a viewer client id, the configuration
+turns on OHIF's OpenID Connect login (authorization code with PKCE) at that issuer, and
+OHIF sends the user's access token with its DICOMweb requests; the identity provider
+redirects back to /callback, one of the viewer's routes. A page opened with a signed
+link (`?token=`) gets no login: OHIF sends the link as its bearer token. Without a
+viewer client the viewer has no login, and says so in its configuration
+(`window.config.dicomweb`); signed links then open studies.
+
 Without an installed viewer, / explains how to install it; DICOMweb works either way.
 """
 
@@ -36,7 +44,7 @@ from starlette.staticfiles import StaticFiles
 from dicomweb.config import SERVICE_ROOT, Config
 from dicomweb.viewer_install import PACKAGE, VERSION
 
-__all__ = ["ISOLATION_HEADERS", "app_config_js", "serve_viewer"]
+__all__ = ["ISOLATION_HEADERS", "app_config_js", "oidc_clients", "serve_viewer", "viewer_auth"]
 
 ISOLATION_HEADERS: Final = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -60,13 +68,59 @@ _MEDIA_TYPES: Final = {
 _HTML_ACCEPT: Final = ("text/html", "text/*", "*/*")
 
 
-def app_config_js() -> str:
+def oidc_clients(config: Config) -> list[dict[str, str]]:
+    """OHIF's `oidc` setting: the viewer's client at the external issuer, or none.
+
+    OHIF 3.13 reads the first entry (`initUserManager` in the app bundle); with
+    `response_type: "code"` it uses oidc-client-ts's UserManager, which runs the
+    authorization code flow with PKCE, and puts `Bearer <access_token>` on its DICOMweb
+    requests. `redirect_uri` and `post_logout_redirect_uri` are paths here, made
+    absolute in the browser from the page's origin.
+    """
+    if config.auth != "oauth2" or not config.oauth_issuer or not config.viewer_client_id:
+        return []
+    return [
+        {
+            "authority": config.oauth_issuer,
+            "client_id": config.viewer_client_id,
+            "redirect_uri": "/callback",
+            "post_logout_redirect_uri": "/",
+            "response_type": "code",
+            "scope": config.viewer_scope,
+        }
+    ]
+
+
+def viewer_auth(config: Config) -> dict[str, Any]:
+    """How the viewer is authorized, for `window.config.dicomweb` (OHIF ignores it)."""
+    if config.auth != "oauth2":
+        return {"auth": "none", "login": "not needed"}
+    if oidc_clients(config):
+        return {"auth": "oauth2", "login": "oidc", "issuer": config.oauth_issuer}
+    if config.oauth_issuer:
+        reason = "no viewer client is configured (--viewer-client-id)"
+    else:
+        reason = (
+            "the built-in authorization server issues tokens to clients only "
+            "(client credentials grant), not to users"
+        )
+    return {
+        "auth": "oauth2",
+        "login": "not available",
+        "reason": reason,
+        "signedLinks": "a signed link (dicomweb sign --study UID) opens its study",
+    }
+
+
+def app_config_js(settings: Config | None = None) -> str:
     """The viewer's configuration: this server as its one DICOMweb data source.
 
     The roots are absolute URLs made in the browser from `window.location.origin`, so
     the configuration is right for any host name, port or proxy the page is reached
-    through, and requests stay same-origin.
+    through, and requests stay same-origin. Under `--auth oauth2` with a viewer client,
+    OHIF's `oidc` login (see `oidc_clients`), except on a page opened with a signed link.
     """
+    settings = settings or Config()
     data_source = {
         "friendlyName": "dicomweb",
         "name": "dicomweb",
@@ -111,6 +165,7 @@ def app_config_js() -> str:
             "maxNumPrefetchRequests": 10,
             "order": "closest",
         },
+        "dicomweb": viewer_auth(settings),
         "defaultDataSourceName": "dicomweb",
         "dataSources": [
             {
@@ -129,12 +184,26 @@ def app_config_js() -> str:
         "  source.wadoRoot = origin + source.wadoRoot;\n"
         "  source.wadoUriRoot = origin + source.wadoUriRoot;\n"
         "})(window.config.dataSources[0].configuration);\n"
+        # OHIF sends every route of a configured login through it, a signed link's too:
+        # a page opened with ?token= (the key in any case, as OHIF reads it) gets none.
+        "(function (clients) {\n"
+        "  var origin = window.location.origin;\n"
+        "  var keys = Array.from(new URLSearchParams(window.location.search).keys());\n"
+        "  if (!clients.length || keys.some(function (key) {\n"
+        "    return key.toLowerCase() === 'token';\n"
+        "  })) return;\n"
+        "  clients.forEach(function (client) {\n"
+        "    client.redirect_uri = origin + client.redirect_uri;\n"
+        "    client.post_logout_redirect_uri = origin + client.post_logout_redirect_uri;\n"
+        "  });\n"
+        "  window.config.oidc = clients;\n"
+        f"}})({json.dumps(oidc_clients(settings), indent=2)});\n"
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _app_config_bytes() -> bytes:
-    return app_config_js().encode()
+@functools.lru_cache(maxsize=4)
+def _app_config_bytes(config: Config) -> bytes:
+    return app_config_js(config).encode()
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,7 +219,7 @@ async def serve_viewer(request: Request) -> Response:
     path: str = request.path_params["path"]
     config: Config = request.app.state.config
     if path == "app-config.js":
-        response: Response = Response(_app_config_bytes(), media_type="text/javascript")
+        response: Response = Response(_app_config_bytes(config), media_type="text/javascript")
         return _finish(response, NO_CACHE)
     files, directory = _files(config)
     # Pure string work; StaticFiles refuses whatever resolves outside its directory.

@@ -53,6 +53,17 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "(DICOMWEB_OAUTH_SCOPE_CLAIMS; scope,scp)",
     )
     group.add_argument(
+        "--viewer-client-id",
+        metavar="ID",
+        help="the viewer's client at the --oauth-issuer identity provider: the viewer logs "
+        "users in there (DICOMWEB_VIEWER_CLIENT_ID; none: no login in the viewer)",
+    )
+    group.add_argument(
+        "--viewer-scope",
+        metavar="SCOPES",
+        help="scopes the viewer asks for (DICOMWEB_VIEWER_SCOPE; 'openid dicomweb.read')",
+    )
+    group.add_argument(
         "--public-url",
         metavar="URL",
         help="the server's external URL: the built-in issuer's name, the base of signed "

@@ -60,6 +60,11 @@ def check_security_settings(config: Config) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if config.oauth_issuer and not config.oauth_issuer.startswith(("https://", "http://")):
         raise ConfigError(f"oauth_issuer: {config.oauth_issuer!r} is not an http(s) URL")
+    if config.viewer_client_id and config.auth == "oauth2" and not config.oauth_issuer:
+        raise ConfigError(
+            "viewer_client_id: the built-in authorization server has no user login; the "
+            "viewer's client belongs to an identity provider named by --oauth-issuer"
+        )
 
 
 def is_loopback(host: str) -> bool:

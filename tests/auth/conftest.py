@@ -106,7 +106,13 @@ def issuer() -> Iterator[Issuer]:
                 return
             if self.path == "/realms/test/.well-known/openid-configuration":
                 state.discovery_hits += 1
-                body = {"issuer": state.url, "jwks_uri": f"{state.url}/protocol/certs"}
+                body = {
+                    "issuer": state.url,
+                    "jwks_uri": f"{state.url}/protocol/certs",
+                    # Only where a browser is sent to log in (test_viewer_link.py): not served.
+                    "authorization_endpoint": f"{state.url}/protocol/auth",
+                    "token_endpoint": f"{state.url}/protocol/token",
+                }
             elif self.path == "/realms/test/protocol/certs":
                 state.jwks_hits += 1
                 body = state.jwks()
@@ -116,6 +122,8 @@ def issuer() -> Iterator[Issuer]:
             data = orjson.dumps(body)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            # The viewer's login reads the discovery document from another origin.
+            self.send_header("Access-Control-Allow-Origin", "*")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

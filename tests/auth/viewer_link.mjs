@@ -1,9 +1,12 @@
 // Opens a signed viewer link in Debian's Chromium and reports what the viewer fetched.
 //
-// Run by tests/auth/test_viewer_link.py with `node viewer_link.mjs URL SCREENSHOT`, where
-// URL is the link `dicomweb sign` printed for a server running with --auth oauth2. Uses
-// playwright-core from tests/viewer/node_modules. Prints one JSON report on its last
-// line; the Python test checks it.
+// Run by tests/auth/test_viewer_link.py with `node viewer_link.mjs URL SCREENSHOT [FIRST]`,
+// where URL is the link `dicomweb sign` printed for a server running with --auth oauth2.
+// FIRST, JSON {"root": ORIGIN, "issuer": URL or null}, asks for the study list at ORIGIN/
+// to be opened first without a credential: with an issuer, until the viewer leaves for
+// the issuer's authorization endpoint (its login); without, until the server has answered
+// the study search. Uses playwright-core from tests/viewer/node_modules. Prints one JSON
+// report on its last line; the Python test checks it.
 
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -13,8 +16,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(join(here, '..', 'viewer', 'package.json'));
 const { chromium } = require('playwright-core');
 
-const [url, screenshot] = process.argv.slice(2);
-const report = { responses: [], pageErrors: [], finalUrl: null, pixels: false };
+const [url, screenshot, first] = process.argv.slice(2);
+const report = { responses: [], pageErrors: [], finalUrl: null, pixels: false, studyList: null };
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: [
@@ -27,7 +30,46 @@ const browser = await chromium.launch({
     '--disable-sync',
   ],
 });
+async function studyListWithoutCredential({ root, issuer }) {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  const seen = { searches: [], authorization: null, rows: null };
+  page.on('response', (response) => {
+    const path = new URL(response.url()).pathname;
+    if (path.startsWith('/dicomweb/')) {
+      seen.searches.push({
+        path,
+        status: response.status(),
+        authorization: response.request().headers()['authorization'] || null,
+      });
+    }
+  });
+  if (issuer) {
+    // The page itself leaves for the issuer (its discovery document is only fetched).
+    const login = page.waitForRequest(
+      (request) => request.isNavigationRequest() && request.url().startsWith(issuer),
+      { timeout: 60_000 },
+    );
+    await page.goto(`${root}/`);
+    const request = await login;
+    const address = new URL(request.url());
+    seen.authorization = {
+      path: address.pathname,
+      params: Object.fromEntries(address.searchParams),
+    };
+  } else {
+    await page.goto(`${root}/`);
+    await page.waitForResponse((response) => new URL(response.url()).pathname === '/dicomweb/studies', {
+      timeout: 60_000,
+    });
+    await page.waitForTimeout(2000);
+    seen.text = await page.evaluate(() => document.body.innerText);
+  }
+  await page.close();
+  return seen;
+}
+
 try {
+  if (first) report.studyList = await studyListWithoutCredential(JSON.parse(first));
   const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
   page.on('pageerror', (error) => report.pageErrors.push(String(error)));
   page.on('response', (response) => {
