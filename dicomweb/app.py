@@ -188,16 +188,16 @@ def create_app_from_environ() -> Starlette:
 
 
 async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
-    # Statistics may be missing or stale (a bulk load, an upgrade): searches need them.
-    await index.analyze()
     try:
         report = await blobs.sweep(index.referenced_blobs, grace)
     except Exception:
         log.exception("start-up sweep failed")
-        return
-    if report.temporary_removed or report.orphans_removed:
-        log.info(
-            "sweep removed %d staging files and %d unindexed blobs",
-            report.temporary_removed,
-            report.orphans_removed,
-        )
+    else:
+        if report.temporary_removed or report.orphans_removed:
+            log.info(
+                "sweep removed %d staging files and %d unindexed blobs",
+                report.temporary_removed,
+                report.orphans_removed,
+            )
+    # Statistics may be missing or stale (a bulk load, an upgrade): searches need them.
+    await index.analyze()

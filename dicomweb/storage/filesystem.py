@@ -313,10 +313,15 @@ class FilesystemBlobStore:
 
     def _sweep_tmp(self, cutoff: float) -> int:
         removed = 0
-        for entry in os.scandir(self.tmp_dir):
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                Path(entry.path).unlink(missing_ok=True)
-                removed += 1
+        with os.scandir(self.tmp_dir) as entries:
+            for entry in entries:
+                try:
+                    old = entry.is_file() and entry.stat().st_mtime < cutoff
+                except FileNotFoundError:
+                    continue  # committed or aborted meanwhile
+                if old:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def _old_blob_keys(self, cutoff: float) -> list[str]:
