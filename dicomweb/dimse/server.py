@@ -7,6 +7,7 @@ the event loop that owns them (DESIGN.md: database connections belong to that lo
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, _config, evt
-from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -160,6 +161,7 @@ class DimseServer:
         ]
         server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         assert isinstance(server, ThreadedAssociationServer)
+        server.contexts = _ContextList(server.contexts)
         self._server = server
         self.port = int(server.server_address[1])
         log.info("DIMSE listening on %s:%d as %s", self.host, self.port, self.aet)
@@ -283,6 +285,25 @@ class DimseServer:
         query.limit = MAX_SUBOPERATIONS
         located: list[Located] = self.core.portal.call(self.core.index.locate, query)
         return located
+
+
+class _ContextList(list[PresentationContext]):
+    """The supported contexts, copied cheaply for each association.
+
+    pynetdicom deep-copies the server's contexts for every association it accepts:
+    with every storage class and its transfer syntaxes that took about 10 ms, most of
+    an association's cost. Negotiation only sets attributes of the copies, so a
+    shallow copy of each context with its own list of syntaxes is enough (UIDs are
+    immutable).
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            twin = copy.copy(context)
+            twin._transfer_syntax = list(context._transfer_syntax)
+            copies.append(twin)
+        return copies
 
 
 def build_ae(aet: str, allowed: list[Allowed]) -> AE:
