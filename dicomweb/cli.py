@@ -319,23 +319,21 @@ async def send_study(
 ) -> int:
     """`dicomweb send`: C-STORE a study, series or instance; print a line per instance."""
     from dicomweb.dimse.scu import SendError, SendResult, send
-    from dicomweb.query import BY_KEYWORD, Level, Query, SingleValue
     from dicomweb.resources import validate_uid
 
     try:
         peer = parse_peer(to)
-        query = Query(Level.INSTANCE, limit=1_000_000)
-        query.study_instance_uid = validate_uid(study, "--study")
-        query.series_instance_uid = None if series is None else validate_uid(series, "--series")
+        validate_uid(study, "--study")
+        if series is not None:
+            validate_uid(series, "--series")
         if instance is not None:
-            uid = validate_uid(instance, "--instance")
-            query.matches.append((BY_KEYWORD["SOPInstanceUID"], SingleValue(uid)))
+            validate_uid(instance, "--instance")
     except (PeerError, InvalidUID) as exc:
         print(f"dicomweb send: {exc}", file=sys.stderr)
         return 2
     index = await Index.open(config.resolved_database_url)
     try:
-        located = await index.locate(query)
+        located = await index.list_instances(study, series, instance)
     finally:
         await index.close()
     if not located:

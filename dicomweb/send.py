@@ -8,7 +8,6 @@ JSON line per instance as the peer answers (application/x-ndjson), then a summar
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import orjson
@@ -20,7 +19,7 @@ from dicomweb.dimse.peers import parse_peers
 from dicomweb.dimse.scu import SendError, SendResult, send
 from dicomweb.errors import BadRequest, NotFound
 from dicomweb.index import Index
-from dicomweb.query import BY_KEYWORD, Level, Query, SingleValue
+from dicomweb.jsonbody import json_object
 from dicomweb.resources import validate_uid
 from dicomweb.storage import FilesystemBlobStore
 
@@ -29,7 +28,7 @@ NDJSON = "application/x-ndjson"
 
 async def send_instances(request: Request) -> StreamingResponse:
     """POST /api/send with {"destination", "study", "series"?, "instance"?}."""
-    body = await _json(request)
+    body = await json_object(request)
     config = request.app.state.config
     destination = body.get("destination")
     peer = (
@@ -37,15 +36,15 @@ async def send_instances(request: Request) -> StreamingResponse:
     )
     if peer is None:
         raise BadRequest(f"destination {destination!r} is not a configured DICOM AE")
-    query = Query(Level.INSTANCE, limit=1_000_000)
-    query.study_instance_uid = validate_uid(body.get("study"), "study")
-    if body.get("series") is not None:
-        query.series_instance_uid = validate_uid(body["series"], "series")
-    if body.get("instance") is not None:
-        sop = validate_uid(body["instance"], "instance")
-        query.matches.append((BY_KEYWORD["SOPInstanceUID"], SingleValue(sop)))
+    study = validate_uid(body.get("study"), "study")
+    series = body.get("series")
+    sop = body.get("instance")
     index: Index = request.app.state.index
-    located = await index.locate(query)
+    located = await index.list_instances(
+        study,
+        None if series is None else validate_uid(series, "series"),
+        None if sop is None else validate_uid(sop, "instance"),
+    )
     if not located:
         raise NotFound("no stored instance matches")
     blobs: FilesystemBlobStore = request.app.state.blobs
@@ -83,13 +82,3 @@ async def send_instances(request: Request) -> StreamingResponse:
                     yield line
 
     return StreamingResponse(stream(), media_type=NDJSON)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body

@@ -627,8 +627,8 @@ async def _metadata_batches(
     prefix = _BULKDATA_URI + orjson.dumps(service + "/")[1:-1]
     for start in range(0, len(instances), METADATA_BATCH):
         uids = [i.sop_instance_uid for i in instances[start : start + METADATA_BATCH]]
-        stored = await index.get_instances(uids)
-        yield [s.metadata.replace(_BULKDATA_URI, prefix) for s in stored]
+        stored = await index.get_metadata(uids)
+        yield [metadata.replace(_BULKDATA_URI, prefix) for metadata in stored]
 
 
 async def _json_array(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:

@@ -53,15 +53,23 @@ def config(tmp_path: Path, database_url: str) -> Config:
     return Config(data_dir=tmp_path / "data", database_url=database_url, dimse_port=0)
 
 
-@pytest.fixture
-async def client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app in process, with its lifespan running."""
+async def app_client(
+    config: Config, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to an app for `config` in process, its lifespan running."""
     app = create_app(config)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as c:
             c.app = app  # type: ignore[attr-defined]
             yield c
+
+
+@pytest.fixture
+async def client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in process, with its lifespan running."""
+    async for c in app_client(config):
+        yield c
 
 
 def free_port() -> int:

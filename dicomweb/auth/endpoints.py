@@ -23,6 +23,7 @@ from starlette.routing import Route
 from dicomweb.auth.issuer import AUTH_METHODS, TokenRequest
 from dicomweb.auth.links import parse_duration
 from dicomweb.errors import BadRequest, NotFound
+from dicomweb.jsonbody import json_object
 from dicomweb.resources import validate_uid
 
 if TYPE_CHECKING:
@@ -106,12 +107,7 @@ async def issue_token(request: Request) -> Response:
 async def create_link(request: Request) -> Response:
     """POST /api/links with {"study": UID, "expires": "1h"}: a signed link to the study."""
     security = _security(request)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = await json_object(request)
     study = validate_uid(body.get("study"), "study")
     expires = body.get("expires", "1h")
     try:

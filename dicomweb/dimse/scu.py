@@ -17,7 +17,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from dicomweb.dimse.peers import Peer
-from dicomweb.index.repository import Located
+from dicomweb.index.repository import InstanceSummary
 from dicomweb.pixels.transcode import TranscodeError, transcode_instance
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def no_delay(event: evt.Event) -> None:
 NO_DELAY: list[Any] = [(evt.EVT_CONN_OPEN, no_delay)]
 
 
-def storage_contexts(located: Iterable[Located]) -> list[PresentationContext]:
+def storage_contexts(located: Iterable[InstanceSummary]) -> list[PresentationContext]:
     """One context per SOP class, offering its stored syntaxes and the native ones."""
     syntaxes: dict[str, list[str]] = {}
     for item in located:
@@ -85,7 +85,7 @@ def accepted_syntaxes(assoc: Association) -> dict[str, set[str]]:
     return accepted
 
 
-def dataset_for(path: Path, item: Located, accepted: dict[str, set[str]]) -> Dataset:
+def dataset_for(path: Path, item: InstanceSummary, accepted: dict[str, set[str]]) -> Dataset:
     """The instance as a data set the peer accepted: as stored, else transcoded.
 
     Explicit and Implicit VR Little Endian convert into each other when pynetdicom
@@ -106,19 +106,24 @@ def dataset_for(path: Path, item: Located, accepted: dict[str, set[str]]) -> Dat
     return dcmread(io.BytesIO(transcode_instance(path, target)))
 
 
-def probe(peer: Peer, calling_aet: str, located: Sequence[Located]) -> dict[str, set[str]]:
-    """What a destination accepts, learnt by associating and releasing at once.
-
-    A C-MOVE handler does not see the association pynetdicom opens to the destination,
-    so this decides beforehand which instances need transcoding.
-    """
-    assoc = AE(ae_title=calling_aet).associate(
+def _associate(peer: Peer, calling_aet: str, located: Sequence[InstanceSummary]) -> Association:
+    """An association to `peer` proposing what `located` needs (storage_contexts)."""
+    return AE(ae_title=calling_aet).associate(
         peer.host,
         peer.port,
         contexts=storage_contexts(located),
         ae_title=peer.aet,
         evt_handlers=NO_DELAY,
     )
+
+
+def probe(peer: Peer, calling_aet: str, located: Sequence[InstanceSummary]) -> dict[str, set[str]]:
+    """What a destination accepts, learnt by associating and releasing at once.
+
+    A C-MOVE handler does not see the association pynetdicom opens to the destination,
+    so this decides beforehand which instances need transcoding.
+    """
+    assoc = _associate(peer, calling_aet, located)
     if not assoc.is_established:
         return {}
     try:
@@ -130,19 +135,12 @@ def probe(peer: Peer, calling_aet: str, located: Sequence[Located]) -> dict[str,
 def send(
     peer: Peer,
     calling_aet: str,
-    located: Sequence[Located],
-    path_of: Callable[[Located], Path],
+    located: Sequence[InstanceSummary],
+    path_of: Callable[[InstanceSummary], Path],
     progress: Callable[[SendResult], None] | None = None,
 ) -> list[SendResult]:
     """C-STORE every instance to `peer` on one association; one result per instance."""
-    ae = AE(ae_title=calling_aet)
-    assoc = ae.associate(
-        peer.host,
-        peer.port,
-        contexts=storage_contexts(located),
-        ae_title=peer.aet,
-        evt_handlers=NO_DELAY,
-    )
+    assoc = _associate(peer, calling_aet, located)
     if not assoc.is_established:
         raise SendError(f"could not associate with {peer}")
     results: list[SendResult] = []
@@ -160,7 +158,7 @@ def send(
 
 
 def _send_one(
-    assoc: Association, item: Located, path: Path, accepted: dict[str, set[str]]
+    assoc: Association, item: InstanceSummary, path: Path, accepted: dict[str, set[str]]
 ) -> SendResult:
     if not assoc.is_established:
         return SendResult(item.sop_instance_uid, None, "association lost")

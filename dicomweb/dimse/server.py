@@ -59,7 +59,7 @@ from dicomweb.dimse.scu import (
     storage_contexts,
 )
 from dicomweb.index import Index
-from dicomweb.index.repository import Located
+from dicomweb.index.repository import InstanceSummary
 from dicomweb.ingest import Ingestor
 from dicomweb.pixels.transcode import TranscodeError
 from dicomweb.status import Status
@@ -262,7 +262,7 @@ class DimseServer:
         yield from self._sub_operations(event, located, accepted_syntaxes(event.assoc))
 
     def _sub_operations(
-        self, event: evt.Event, located: list[Located], accepted: dict[str, set[str]]
+        self, event: evt.Event, located: list[InstanceSummary], accepted: dict[str, set[str]]
     ) -> Iterator[Any]:
         for item in located:
             if event.is_cancelled:
@@ -276,14 +276,14 @@ class DimseServer:
                 dataset = _unsendable(item)
             yield 0xFF00, dataset
 
-    def _locate(self, identifier: Dataset, patient_root: bool) -> list[Located]:
+    def _locate(self, identifier: Dataset, patient_root: bool) -> list[InstanceSummary]:
         try:
             query, _ = to_query(identifier, patient_root)
         except IdentifierError as exc:
             # pynetdicom answers an exception in the handler with C511 (unable to process).
             raise ValueError(f"identifier: {exc.detail}") from None
         query.limit = MAX_SUBOPERATIONS
-        located: list[Located] = self.core.portal.call(self.core.index.locate, query)
+        located: list[InstanceSummary] = self.core.portal.call(self.core.index.locate, query)
         return located
 
 
@@ -325,7 +325,7 @@ def build_ae(aet: str, allowed: list[Allowed]) -> AE:
     return ae
 
 
-def _unsendable(item: Located) -> Dataset:
+def _unsendable(item: InstanceSummary) -> Dataset:
     """A data set no accepted context fits: pynetdicom counts its sub-operation failed."""
     ds = Dataset()
     ds.SOPClassUID = item.sop_class_uid

@@ -55,24 +55,12 @@ class InstanceSummary:
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
+    sop_class_uid: str
     transfer_syntax_uid: str
     number_of_frames: int
     blob_key: str
     size: int
     sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Located:
-    """Where an instance to be retrieved is."""
-
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    blob_key: str
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,26 +191,7 @@ class Index:
 
     async def get_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         """The stored instance with this SOP Instance UID, if any."""
-        i, se, st = schema.instance, schema.series, schema.study
-        query = (
-            select(
-                st.c.study_instance_uid,
-                se.c.series_instance_uid,
-                i.c.sop_instance_uid,
-                i.c.sop_class_uid,
-                i.c.transfer_syntax_uid,
-                i.c.number_of_frames,
-                i.c.blob_key,
-                i.c.size,
-                i.c.sha256,
-                i.c.frames,
-                i.c.metadata,
-                i.c.bulkdata,
-            )
-            .join(se, se.c.id == i.c.series_pk)
-            .join(st, st.c.id == i.c.study_pk)
-            .where(i.c.sop_instance_uid == sop_instance_uid)
-        )
+        query = _stored_query().where(schema.instance.c.sop_instance_uid == sop_instance_uid)
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _stored(row)
@@ -245,6 +214,7 @@ class Index:
                 st.c.study_instance_uid,
                 se.c.series_instance_uid,
                 i.c.sop_instance_uid,
+                i.c.sop_class_uid,
                 i.c.transfer_syntax_uid,
                 i.c.number_of_frames,
                 i.c.blob_key,
@@ -284,6 +254,21 @@ class Index:
             found = {row.sop_instance_uid: _stored(row) for row in await conn.execute(query)}
         return [found[uid] for uid in sop_instance_uids if uid in found]
 
+    async def get_metadata(self, sop_instance_uids: Sequence[str]) -> list[bytes]:
+        """The stored DICOM JSON of these instances, in the order given (unknown UIDs left out).
+
+        Only the metadata column is read: a metadata response needs nothing else.
+        """
+        if not sop_instance_uids:
+            return []
+        i = schema.instance
+        query = select(i.c.sop_instance_uid, i.c.metadata).where(
+            i.c.sop_instance_uid.in_(sop_instance_uids)
+        )
+        async with self._reader.connect() as conn:
+            found = {row.sop_instance_uid: row.metadata for row in await conn.execute(query)}
+        return [found[uid] for uid in sop_instance_uids if uid in found]
+
     async def search(self, query: Query) -> SearchResult:
         """The instances, series or studies that match `query`, as DICOM JSON."""
         statement = build_select(query)
@@ -291,11 +276,11 @@ class Index:
             rows = (await conn.execute(statement)).all()
         return await to_thread.run_sync(to_datasets, query, rows)
 
-    async def locate(self, query: Query) -> list[Located]:
+    async def locate(self, query: Query) -> list[InstanceSummary]:
         """The instances under the query's matches, in the order of a search."""
         async with self._reader.connect() as conn:
             rows = (await conn.execute(build_locate(query))).all()
-        return [Located(*row) for row in rows]
+        return [InstanceSummary(**row._asdict()) for row in rows]
 
     async def totals(self) -> Totals:
         """How much the index holds."""

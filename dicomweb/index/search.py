@@ -180,7 +180,7 @@ def build_select(query: Query) -> Select[Any]:
 def build_locate(query: Query) -> Select[Any]:
     """The instances a query's matches select, whatever its level, for retrieval.
 
-    Rows: study, series and SOP Instance UIDs, SOP Class UID, transfer syntax, blob key.
+    Rows: the fields of the Index's InstanceSummary.
     """
     instances = Query(
         Level.INSTANCE,
@@ -197,8 +197,10 @@ def build_locate(query: Query) -> Select[Any]:
         i.c.sop_instance_uid,
         i.c.sop_class_uid,
         i.c.transfer_syntax_uid,
+        i.c.number_of_frames,
         i.c.blob_key,
         i.c.size,
+        i.c.sha256,
     )
     return _filtered(statement, instances)
 

@@ -20,8 +20,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from dicomweb.app import create_app
 from dicomweb.config import Config
+from tests.conftest import app_client
 from tests.dicomfactory import CONTENT_TYPE, ct_instance, multipart, new_uid
 
 AUDIENCE = "dicomweb"
@@ -159,13 +159,9 @@ def oauth_config(tmp_path: Path, issuer: Issuer) -> Config:
 
 
 async def open_client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        # A loopback host name: authlib's token endpoint refuses plain HTTP elsewhere.
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    # A loopback host name: authlib's token endpoint refuses plain HTTP elsewhere.
+    async for client in app_client(config, "http://127.0.0.1"):
+        yield client
 
 
 @pytest.fixture

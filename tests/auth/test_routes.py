@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +19,8 @@ from dicomweb.auth.policy import RULES, Permission, Rule, StudyLimit, route_patt
 from dicomweb.config import Config
 from tests.auth.conftest import ALL_SCOPES, Issuer, bearer, rsa_key, store_study, unsigned_token
 from tests.dicomfactory import new_uid
+from tests.test_conformance import table_after
 
-STATEMENT = Path(__file__).parent.parent.parent / "conformance" / "conformance-statement.md"
 SCOPE_OF = {
     Permission.READ: "dicomweb.read",
     Permission.WRITE: "dicomweb.write",
@@ -41,7 +40,7 @@ def test_every_route_has_a_rule() -> None:
 
 
 def test_the_rules_table_is_the_documented_one() -> None:
-    documented = _table_after("Permissions (checked)")
+    documented = [row[:4] for row in table_after("Permissions (checked)")]
     expected = [
         [
             " ".join(sorted(rule.methods)).replace("*", "any"),
@@ -183,17 +182,3 @@ def _request_target(pattern: str, study: str, series: str, sop: str) -> tuple[st
     if pattern == "/wado":
         params = {"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": sop}
     return url, params
-
-
-def _table_after(heading: str) -> list[list[str]]:
-    lines = STATEMENT.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("#") and heading in line)
-    rows: list[list[str]] = []
-    for line in lines[start + 1 :]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not set("".join(cells)) <= set("-: "):
-                rows.append(cells)
-        elif rows:
-            break
-    return [row[:4] for row in rows[1:]]

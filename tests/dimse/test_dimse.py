@@ -576,3 +576,79 @@ def test_explicit_vr_is_preferred_and_lossy_last(dimse: Dimse) -> None:
     finally:
         assoc.release()
     assert accepted == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70"]
+
+
+def _wait_for_echo(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        echo = subprocess.run(
+            ["echoscu", "-aec", AET, "127.0.0.1", str(port)], capture_output=True, timeout=30
+        )
+        if echo.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no C-ECHO answer on port {port}")
+
+
+def test_dimse_command_runs_the_listener_alone(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dicomweb",
+            "dimse",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--database-url",
+            database_url,
+            "--dimse-port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    )
+    try:
+        _wait_for_echo(port)
+        path = Path(get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
+        store = subprocess.run(
+            ["storescu", "-aec", AET, "127.0.0.1", str(port), str(path)],
+            capture_output=True,
+            timeout=60,
+        )
+        assert store.returncode == 0
+    finally:
+        listener.terminate()
+        assert listener.wait(30) == 0
+    # What the listener stored is there for the HTTP server on the same data.
+    server = ServerProcess(tmp_path / "data", database_url, free_port())
+    server.start()
+    try:
+        sop = pydicom.dcmread(path).SOPInstanceUID
+        found = httpx.get(f"{server.url}/dicomweb/instances", params={"SOPInstanceUID": sop})
+        assert found.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_several_workers_share_one_listener(tmp_path: Path, database_url: str) -> None:
+    server, port = start(tmp_path, database_url, "--workers", "2")
+    try:
+        _wait_for_echo(port)
+        ds = ct_dataset()
+        assoc = AE(ae_title="WORKSCU")
+        assoc.add_requested_context(CTImageStorage)
+        association = assoc.associate("127.0.0.1", port, ae_title=AET)
+        assert association.send_c_store(ds).Status == 0
+        association.release()
+        found = httpx.get(
+            f"{server.url}/dicomweb/instances", params={"SOPInstanceUID": ds.SOPInstanceUID}
+        )
+        assert found.status_code == 200
+    finally:
+        server.stop()
+    # Stopping the server stops its listener too.
+    refused = subprocess.run(
+        ["echoscu", "-aec", AET, "127.0.0.1", str(port)], capture_output=True, timeout=30
+    )
+    assert refused.returncode != 0

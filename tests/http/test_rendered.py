@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -17,10 +16,10 @@ from pydicom import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
-from dicomweb.app import create_app
 from dicomweb.config import Config
 from dicomweb.rendercache import RenderCache
 from dicomweb.rendered import Renderer
+from tests.conftest import app_client
 from tests.dicomfactory import ct_dataset, new_uid
 from tests.http.test_wado import ROOT, data_file, instance_url, problem, store
 
@@ -235,7 +234,7 @@ async def test_rendered_frames(client: httpx.AsyncClient) -> None:
 
 async def test_animation_limits(config: Config) -> None:
     small = dataclasses.replace(config, render_max_frames=3)
-    async for client in _client(small):
+    async for client in app_client(small):
         ds = multiframe(4)
         await store(client, ds)
         response = await client.get(f"{instance_url(ds)}/rendered")
@@ -344,7 +343,7 @@ async def test_etag_and_cache(client: httpx.AsyncClient, config: Config) -> None
 
 async def test_oversize_images_are_refused(config: Config) -> None:
     small = dataclasses.replace(config, render_max_pixels=1000)
-    async for client in _client(small):
+    async for client in app_client(small):
         ds = ct_dataset(rows=40, columns=40)
         await store(client, ds)
         response = await client.get(f"{instance_url(ds)}/rendered")
@@ -429,13 +428,3 @@ async def test_palette_lut_from_bulk_data(client: httpx.AsyncClient) -> None:
     # entry v * 16 of 65535, in 8 bits: floor(v * 16 * 255 / 65535 + 0.5)
     expected = [[round(v * 16 * 255 / 65535) for v in r] for r in ((0, 1000), (2000, 4095))]
     assert pixels(response)[..., 0].tolist() == expected
-
-
-async def _client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with other settings than the `client` fixture's."""
-    app = create_app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c
