@@ -169,14 +169,14 @@ SHAPES = [
     Shape("metadata-warm", "series metadata, warm", "a", "after a first request"),
     Shape("first-load", "rendered frame, first load c=1", "f", "distinct instances, c=1"),
     Shape("frame", "frame of a CT instance", "b", "random instance, frames/1"),
-    Shape("mf-frame", "frame of the 100-frame instance", "c", "random frame"),
+    Shape("mf-frame", "frame of the multi-frame instance", "c", "random frame"),
     Shape("series", "whole-series retrieve", "d", "application/dicom, transfer-syntax=*"),
     Shape("jpeg-uncached", "rendered JPEG, uncached", "e", "random instance, window varied"),
     Shape("png-uncached", "rendered PNG, uncached", "e", "random instance, window varied"),
     Shape("jpeg-cached", "rendered JPEG, cached", "e", "same URL repeatedly"),
     Shape("png-cached", "rendered PNG, cached", "e", "same URL repeatedly"),
     Shape(
-        "mf-rendered", "rendered frame of the 100-frame", "e", "random frame, JPEG, window varied"
+        "mf-rendered", "rendered frame of the multi-frame", "e", "random frame, JPEG, window varied"
     ),
 ]
 SHAPE_KEYS = [s.key for s in SHAPES]

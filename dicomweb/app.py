@@ -15,10 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from dicomweb.admin import get_stats
 from dicomweb.auth.endpoints import ROUTES as SECURITY_ROUTES
 from dicomweb.auth.protocol import GuardedHttpToolsProtocol
 from dicomweb.auth.security import Security
+from dicomweb.capabilities import (
+    OptionsRoute,
+    answer_options,
+    openapi_description,
+    retrieve_capabilities,
+)
 from dicomweb.config import SERVICE_ROOT, Config
+from dicomweb.delete import delete_resource
 from dicomweb.dimse import dimse_listener
 from dicomweb.errors import DicomwebError
 from dicomweb.index import Index
@@ -67,6 +75,12 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _blob_gone(_request: Request, exc: Exception) -> Response:
+    # The instance was deleted between the index lookup and the read of its file.
+    assert isinstance(exc, FileNotFoundError)
+    return problem(404, "Not Found", "the instance was deleted while it was being read")
+
+
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -107,7 +121,12 @@ def create_app(config: Config) -> Starlette:
             store_transfer_syntax=config.store_transfer_syntax,
         )
         app.state.ingestor = ingestor
-        sweeper = asyncio.create_task(_sweep(blobs, index, config.sweep_grace_seconds))
+        sweeper = asyncio.create_task(
+            sweep(blobs, index, config.sweep_grace_seconds)
+            if config.sweep_at_start
+            else index.analyze()
+        )
+        app.state.maintenance = sweeper
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if config.dimse_port:
@@ -123,8 +142,15 @@ def create_app(config: Config) -> Starlette:
             await security.aclose()
 
     routes = [
+        # OPTIONS on any path: its methods and description (capabilities.py).
+        OptionsRoute("/{path:path}", answer_options),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_description, methods=["GET"]),
+        # Retrieve Capabilities (PS3.18 8.9): the service root, with or without its slash.
+        Route(SERVICE_ROOT, retrieve_capabilities, methods=["GET"]),
+        Route(f"{SERVICE_ROOT}/", retrieve_capabilities, methods=["GET"]),
         Route("/api/send", send_instances, methods=["POST"]),
+        Route("/api/stats", get_stats, methods=["GET"]),
         # WADO-URI (PS3.18 9) lives at the server root, where legacy clients look for it.
         Route("/wado", retrieve_wado_uri, methods=["GET"]),
         Mount(
@@ -143,6 +169,9 @@ def create_app(config: Config) -> Starlette:
                     methods=["GET"],
                 ),
                 Route("/studies/{study}", retrieve_instances, methods=["GET"]),
+                Route("/studies/{study}", delete_resource, methods=["DELETE"]),
+                Route(_SERIES, delete_resource, methods=["DELETE"]),
+                Route(_INSTANCE, delete_resource, methods=["DELETE"]),
                 Route("/studies/{study}/metadata", retrieve_metadata, methods=["GET"]),
                 Route("/studies/{study}/pixeldata", retrieve_pixel_data, methods=["GET"]),
                 Route(_SERIES, retrieve_instances, methods=["GET"]),
@@ -176,7 +205,11 @@ def create_app(config: Config) -> Starlette:
         routes=routes,
         middleware=security.middleware(),
         lifespan=lifespan,
-        exception_handlers={DicomwebError: _dicomweb_error, HTTPException: _http_error},
+        exception_handlers={
+            DicomwebError: _dicomweb_error,
+            HTTPException: _http_error,
+            FileNotFoundError: _blob_gone,
+        },
     )
 
 
@@ -187,7 +220,9 @@ def create_app_from_environ() -> Starlette:
     return create_app(config)
 
 
-async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
+async def sweep(blobs: BlobStore, index: Index, grace: float) -> None:
+    """Start-up maintenance: remove staging files and unindexed blobs older than
+    `grace` seconds, then refresh the index's statistics."""
     try:
         report = await blobs.sweep(index.referenced_blobs, grace)
     except Exception:
@@ -201,3 +236,13 @@ async def _sweep(blobs: BlobStore, index: Index, grace: float) -> None:
             )
     # Statistics may be missing or stale (a bulk load, an upgrade): searches need them.
     await index.analyze()
+
+
+async def sweep_data_dir(config: Config) -> None:
+    """`sweep` for the data directory and index of `config`, opened for the purpose."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    index = await Index.open(config.resolved_database_url)
+    try:
+        await sweep(FilesystemBlobStore(config.data_dir), index, config.sweep_grace_seconds)
+    finally:
+        await index.close()

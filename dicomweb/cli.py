@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import orjson
+
 from dicomweb import __version__
 from dicomweb.auth import commands as security_commands
 from dicomweb.config import Config, ConfigError
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
     _store_syntax(importer)
 
+    stats = commands.add_parser(
+        "stats", help="what the server holds: counts and bytes per modality and per day"
+    )
+    _common(stats)
+    stats.add_argument("--json", action="store_true", help="print JSON (as GET /api/stats)")
+
     viewer = commands.add_parser("viewer", help="the bundled OHIF viewer")
     viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
     install = viewer_commands.add_parser(
@@ -165,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return install_viewer(config, args.tarball, args.registry, force=args.force)
     if args.command == "sample":
         return write_sample(args.directory, args.slices, args.size, args.syntaxes)
+    if args.command == "stats":
+        return asyncio.run(print_stats(config, as_json=args.json))
     return asyncio.run(import_paths(config, args.paths, jobs=args.jobs, quiet=args.quiet))
 
 
@@ -184,7 +194,7 @@ def serve(config: Config, log_level: str) -> int:
     """Run the HTTP server until interrupted."""
     import uvicorn
 
-    from dicomweb.app import create_app
+    from dicomweb.app import create_app, sweep_data_dir
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -195,8 +205,11 @@ def serve(config: Config, log_level: str) -> int:
         return 2
     if config.workers > 1:
         # Worker processes build the app themselves, from the environment, without a
-        # DIMSE listener: one `dicomweb dimse` process listens for all of them.
-        os.environ.update(dataclasses.replace(config, dimse_port=0).to_environ())
+        # DIMSE listener: one `dicomweb dimse` process listens for all of them. The
+        # sweep runs here, once, before any of them can stage a file.
+        asyncio.run(sweep_data_dir(config))
+        workers = dataclasses.replace(config, dimse_port=0, sweep_at_start=False)
+        os.environ.update(workers.to_environ())
         listener = None
         if config.dimse_port:
             environ = dict(os.environ, **config.to_environ())
@@ -355,6 +368,42 @@ async def send_study(
     failed = sum(not r.ok for r in results)
     print(f"sent {len(results) - failed}, failed {failed} (of {len(results)} to {peer})")
     return 1 if failed else 0
+
+
+async def print_stats(config: Config, *, as_json: bool) -> int:
+    """Print what the index holds, in all, per modality and per day of receipt."""
+    index = await Index.open(config.resolved_database_url)
+    try:
+        stats = await index.stats()
+    finally:
+        await index.close()
+    if as_json:
+        print(orjson.dumps(stats.to_json(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    t = stats.totals
+    print(
+        f"{t.patients} patients, {t.studies} studies, {t.series} series, "
+        f"{t.instances} instances, {_size(t.bytes)}"
+    )
+    if stats.modalities:
+        print(f"\n{'modality':<10}{'studies':>10}{'series':>10}{'instances':>12}{'size':>12}")
+        for m in stats.modalities:
+            name = m.modality or "-"
+            print(f"{name:<10}{m.studies:>10}{m.series:>10}{m.instances:>12}{_size(m.bytes):>12}")
+    if stats.days:
+        print(f"\n{'received':<12}{'instances':>12}{'size':>12}")
+        for d in stats.days:
+            print(f"{d.day:<12}{d.instances:>12}{_size(d.bytes):>12}")
+    return 0
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def _walk(paths: Sequence[Path]) -> Iterator[Path]:

@@ -30,6 +30,9 @@ class Config:
     # Orphan blobs and temporary files younger than this are left alone by the start-up
     # sweep: another process (an import, a replica) may be about to index them.
     sweep_grace_seconds: float = 600.0
+    # False in the worker processes of `serve --workers N`: their parent sweeps once
+    # before starting them, so no worker sweeps away a sibling's staging files.
+    sweep_at_start: bool = True
     # HTTP worker processes; each opens its own connections to the index.
     workers: int = 1
     # C-MOVE destinations and `send` targets: comma-separated AET=host:port.

@@ -19,7 +19,9 @@ def raw_positions(ds: Dataset) -> dict[int, list[int]]:
     """[value offset, length] of each top-level element not decoded yet."""
     positions: dict[int, list[int]] = {}
     for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes its elements
-        raw = ds.get_item(tag)
+        # keep_deferred: without it, an element whose value is None is decoded here,
+        # outside the checks that turn a malformed value into a refusal.
+        raw = ds.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement) and raw.value_tell is not None:
             positions[int(tag)] = [raw.value_tell, raw.length]
     return positions

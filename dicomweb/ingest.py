@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -132,9 +133,10 @@ class Ingestor:
                 record.sop_class_uid,
                 record.sop_instance_uid,
             ) from exc
+        if result is not AddResult.ADDED and created:
+            # The instance was stored before, with its own file.
+            await self.blobs.delete([record.blob_key])
         if result is AddResult.CONFLICT:
-            if created:
-                await self.blobs.delete(record.blob_key)
             raise InstanceRejected(
                 Status.DUPLICATE_SOP_INSTANCE,
                 "",
@@ -241,9 +243,12 @@ def _checked(record: InstanceRecord, expected_study: str | None) -> InstanceReco
 
 
 def blob_key(key: InstanceKey, sha256: str) -> str:
-    """Where an instance's file lives: its UIDs, and its content hash so that different
-    data under one SOP Instance UID never overwrites a stored file."""
+    """Where an instance's file lives: its UIDs, its content hash and a part of its own.
+
+    Every write gets a file no other write shares, so removing the file of a deleted
+    instance can never remove the file a concurrent store of the same data indexes.
+    """
     return (
         f"{key.study_instance_uid}/{key.series_instance_uid}/"
-        f"{key.sop_instance_uid}.{sha256[:16]}.dcm"
+        f"{key.sop_instance_uid}.{sha256[:16]}.{secrets.token_hex(4)}.dcm"
     )

@@ -11,13 +11,15 @@ import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from multipart import MultipartError, MultipartSegment, PushMultipartParser
+from multipart import MultipartError, MultipartSegment, ParserError, PushMultipartParser
 
 from dicomweb.errors import BadRequest
 from dicomweb.status import Status
 
 MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_PART_HEADERS = 16
+# Bytes before the first boundary (a preamble, which clients do not send).
+MAX_PREAMBLE_BYTES = 8 * 1024
 
 
 class MalformedMultipart(BadRequest):
@@ -45,6 +47,13 @@ class PartHeaders:
 class _RelatedParser(PushMultipartParser):  # type: ignore[misc]
     def _create_segment(self, headerlist: list[tuple[str, str]]) -> MultipartSegment:
         return MultipartSegment(headerlist)
+
+    def _on_segment_headerline(self, line: bytes) -> None:
+        # The base parser refuses a bare LF in a header line only when no CRLF follows
+        # it in the same chunk, so the outcome hung on how the body was split.
+        if b"\n" in line:
+            raise ParserError("Invalid line break in segment header")
+        super()._on_segment_headerline(line)
 
 
 def split_unquoted(value: str, separator: str) -> list[str]:
@@ -98,21 +107,48 @@ async def read_related(
     if not boundary or len(boundary) > 70:
         raise MalformedMultipart("the multipart boundary is missing or longer than 70 characters")
     try:
+        # Header values are decoded as Latin-1, so this gives the bytes the client sent.
+        raw_boundary = boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise MalformedMultipart("the multipart boundary is not Latin-1 text") from None
+    try:
         parser = _RelatedParser(
-            boundary,
+            raw_boundary,
             max_header_size=MAX_PART_HEADER_BYTES,
             max_header_count=MAX_PART_HEADERS,
         )
     except MultipartError as exc:
         raise MalformedMultipart(f"invalid multipart boundary: {exc}") from None
+    # The body is held until it shows the first boundary, which then reaches the parser
+    # with all bytes before it: the parser drops preamble bytes between chunks, so it
+    # would accept a boundary after garbage, or not, depending on where chunks split.
+    opening = b"--" + raw_boundary
+    head: bytearray | None = bytearray()
     try:
         async for chunk in body:
+            if head is not None:
+                searched = max(0, len(head) - len(opening) + 1)  # no rescans of the head
+                head += chunk
+                at = head.find(opening, searched)
+                # Where the boundary is, not how much has arrived, decides.
+                if at > MAX_PREAMBLE_BYTES or (
+                    at < 0 and len(head) >= MAX_PREAMBLE_BYTES + len(opening)
+                ):
+                    raise MalformedMultipart(
+                        f"no boundary in the first {MAX_PREAMBLE_BYTES} bytes of the body"
+                    )
+                if at < 0:
+                    continue
+                chunk, head = bytes(head), None
             if not chunk:
                 continue
             for event in parser.parse(chunk):
                 yield _event(event)
             if parser.closed:
                 return
+        if head:
+            for event in parser.parse(bytes(head)):
+                yield _event(event)
         for event in parser.parse(b""):
             yield _event(event)
     except MultipartError as exc:

@@ -217,13 +217,18 @@ def _read_header(fp: BinaryIO) -> tuple[Dataset, dict[int, list[int]]]:
         raise InstanceRejected(Status.CANNOT_UNDERSTAND, "the file meta has no TransferSyntaxUID")
     positions = raw_positions(ds)
     try:
-        # Parse every element now, so a malformed value fails here and not later.
+        # Parse every element now, so a malformed value fails here and not later; the
+        # file meta too, which is read as sent (a Transfer Syntax UID may be a sequence).
+        for elem in ds.file_meta.iterall():
+            _ = elem.value
         for elem in ds.iterall():
             _ = elem.value
     except Exception as exc:
         raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}"[:300]
         ) from None
+    if not isinstance(ds.file_meta.TransferSyntaxUID, str):
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, "the TransferSyntaxUID is not a UID")
     return ds, positions
 
 
@@ -240,7 +245,8 @@ def _integer(ds: Dataset, keyword: str) -> int | None:
     value = ds.get(keyword)
     try:
         return None if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: an infinite DS or floating point value.
         return None
 
 

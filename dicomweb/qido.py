@@ -35,6 +35,11 @@ from dicomweb.resources import service_url, validate_uid
 # The most results one response carries; more are reached with offset.
 MAX_RESULTS = 1000
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
+# Larger limits and offsets mean the same as this one (no more results), and the
+# databases' 64-bit integers hold it.
+_LARGEST_NUMBER = 10**18
+# Characters a header value must not carry (uvicorn refuses to send them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IGNORED_QUIETLY = frozenset({"charset", "accept"})
 
 
@@ -92,7 +97,7 @@ async def _search(request: Request, level: Level) -> Response:
 
 def warning_header(text: str) -> tuple[bytes, bytes]:
     """A `Warning: 299` header (PS3.18 8.3.4, RFC 7234 5.5) carrying `text`."""
-    quoted = text.replace('"', "'")[:400]
+    quoted = _CONTROL.sub(" ", text.replace('"', "'"))[:400]
     return b"warning", f'299 dicomweb "{quoted}"'.encode("latin-1", "replace")
 
 
@@ -139,9 +144,15 @@ def parse_query(params: Iterable[tuple[str, str]], level: Level) -> tuple[Query,
 
 
 def _positive(name: str, value: str, minimum: int) -> int:
-    if not value.isdigit() or int(value) < minimum:
+    # ASCII only: str.isdigit() admits digits that int() refuses, such as "²".
+    if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"{name} must be an integer of at least {minimum}, not {value!r}")
-    return int(value)
+    digits = value.lstrip("0")
+    # Clamped before int(): int() refuses strings of over 4300 digits.
+    number = int(digits or "0") if len(digits) <= 18 else _LARGEST_NUMBER
+    if number < minimum:
+        raise BadRequest(f"{name} must be an integer of at least {minimum}, not {value!r}")
+    return min(number, _LARGEST_NUMBER)
 
 
 def _boolean(name: str, value: str) -> bool:

@@ -168,6 +168,25 @@ class Query:
     offset: int = 0
 
 
+# The most values a list match may hold: databases limit the terms of one expression
+# (SQLite: a depth of 1000).
+MAX_LIST_VALUES = 500
+# The most codes in a code string list, and words in a fuzzy name match. Each becomes a
+# condition of its own, so every count makes another statement, and compiled statements
+# are cached (SQLAlchemy keeps hundreds per engine): 500 codes cost megabytes each.
+MAX_TERMS = 16
+
+
+def _split_list(attribute: Attribute, value: str, limit: int = MAX_LIST_VALUES) -> list[str]:
+    """The values of a list match ("a,b" or "a\\b"), stripped; BadRequest if too many."""
+    values = re.split(r"[\\,]", value)
+    if len(values) > limit:
+        raise BadRequest(
+            f"{attribute.keyword}: a list of more than {limit} values is not supported"
+        )
+    return [v.strip() for v in values]
+
+
 def parse_match(attribute: Attribute, value: str) -> Match | None:
     """The match a query value asks for; None for universal matching (return only).
 
@@ -178,7 +197,7 @@ def parse_match(attribute: Attribute, value: str) -> Match | None:
         return None
     vr = attribute.vr
     if vr == "UI":
-        uids = tuple(u.strip() for u in re.split(r"[\\,]", value))
+        uids = tuple(_split_list(attribute, value))
         for uid in uids:
             if not is_valid_uid(uid):
                 raise BadRequest(f"{attribute.keyword}: {uid!r} is not a valid UID")
@@ -188,16 +207,25 @@ def parse_match(attribute: Attribute, value: str) -> Match | None:
     if vr == "TM":
         return _range(attribute, value, time_key)
     if vr == "IS":
-        numbers = tuple(v.strip() for v in re.split(r"[\\,]", value))
+        numbers = tuple(_split_list(attribute, value))
         for number in numbers:
             if not re.fullmatch(r"[+-]?\d{1,12}", number):
                 raise BadRequest(f"{attribute.keyword}: {number!r} is not an integer")
         values = tuple(str(int(n)) for n in numbers)
         return AnyOf(values) if len(values) > 1 else SingleValue(values[0])
+    if vr == "PN":
+        # Fuzzy matching makes a condition per word (wildcards split words).
+        words = name_words(value.replace("*", " ").replace("?", " "))
+        if len(words) > MAX_TERMS:
+            raise BadRequest(
+                f"{attribute.keyword}: a name of more than {MAX_TERMS} words is not supported"
+            )
     if "*" in value or "?" in value:
         return Wildcard(value)
     if vr == "CS":
-        codes = tuple(v.strip() for v in re.split(r"[\\,]", value) if v.strip())
+        codes = tuple(v for v in _split_list(attribute, value, MAX_TERMS) if v)
+        if not codes:
+            raise BadRequest(f"{attribute.keyword}: {value!r} holds no code string")
         return AnyOf(codes) if len(codes) > 1 else SingleValue(codes[0])
     return SingleValue(value)
 

@@ -56,7 +56,7 @@ from dicomweb.pixels.render import (
 )
 from dicomweb.rendercache import RenderCache
 from dicomweb.renderparams import RenderParameters, choose_media_type, parse_parameters
-from dicomweb.resources import validate_uid
+from dicomweb.resources import missing, path_uids
 from dicomweb.retrieve import (
     bulk_value,
     check_frame_numbers,
@@ -135,7 +135,7 @@ def _parameters(request: Request, *, thumbnail: bool) -> RenderParameters:
 
 
 async def _rendered_target(request: Request, params: RenderParameters) -> Target:
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     index = _index(request)
     if sop is None:
         stored, frame = await _representative(index, study, series)
@@ -161,7 +161,7 @@ async def _rendered_target(request: Request, params: RenderParameters) -> Target
 
 
 async def _thumbnail_target(request: Request, params: RenderParameters) -> Target:
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     index = _index(request)
     media_type = choose_media_type(params.accept, MEDIA_TYPES, JPEG)
     if sop is None:
@@ -183,11 +183,7 @@ async def _representative(
     """The representative image of a study or series: (instance, frame number)."""
     summaries = await index.list_instances(study, series)
     if not summaries:
-        raise NotFound(
-            f"there is no series {series} in study {study}"
-            if series
-            else f"there is no study {study}"
-        )
+        raise NotFound(missing(study, series, None))
     images = [s for s in summaries if s.number_of_frames > 0]
     if not images:
         raise NotAcceptable(f"no instance of {series or study} has pixel data to render")
@@ -206,22 +202,10 @@ def _middle(number_of_frames: int) -> int:
 async def _image(index: Index, study: str, series: str, sop: str) -> StoredInstance:
     found = await index.get_instances([sop])
     if not found or found[0].study_instance_uid != study or found[0].series_instance_uid != series:
-        raise NotFound(f"there is no instance {sop} in series {series} of study {study}")
+        raise NotFound(missing(study, series, sop))
     if found[0].number_of_frames < 1 or pixel_data_tag(found[0]) is None:
         raise NotAcceptable(f"instance {sop} has no pixel data: only images are rendered")
     return found[0]
-
-
-def _uids(request: Request) -> tuple[str, str | None, str | None]:
-    params = request.path_params
-    study = validate_uid(params["study"], "StudyInstanceUID")
-    series = params.get("series")
-    sop = params.get("instance")
-    if series is not None:
-        validate_uid(series, "SeriesInstanceUID")
-    if sop is not None:
-        validate_uid(sop, "SOPInstanceUID")
-    return study, series, sop
 
 
 # Response

@@ -7,6 +7,7 @@ Only values that pass here are used to build storage paths or URLs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dicomweb.config import SERVICE_ROOT
@@ -61,3 +62,25 @@ def study_path(study_instance_uid: str) -> str:
 def service_url(base_url: str) -> str:
     """The absolute service root for a request whose base URL is `base_url`."""
     return base_url.rstrip("/") + SERVICE_ROOT
+
+
+def path_uids(params: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """(study, series, instance) of a resource path's parameters, validated; series and
+    instance are None above their level."""
+    study = validate_uid(params.get("study"), "StudyInstanceUID")
+    series = params.get("series")
+    sop = params.get("instance")
+    if series is not None:
+        validate_uid(series, "SeriesInstanceUID")
+    if sop is not None:
+        validate_uid(sop, "SOPInstanceUID")
+    return study, series, sop
+
+
+def missing(study: str, series: str | None, sop: str | None) -> str:
+    """The reason of a 404 for a study, series or instance that is not stored."""
+    if sop is not None:
+        return f"there is no instance {sop} in series {series} of study {study}"
+    if series is not None:
+        return f"there is no series {series} in study {study}"
+    return f"there is no study {study}"

@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomweb.auth.edge import content_length
 from dicomweb.dicomxml import json_to_xml
 from dicomweb.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.ingest import Incoming, Ingestor, StoreOutcome
@@ -35,9 +36,9 @@ async def store_instances(request: Request) -> Response:
     media_type = response_media_type(request.headers.get("accept"))
     boundary = _boundary(request.headers.get("content-type"))
     limit: int = request.app.state.config.max_request_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"the request body of {length} bytes is over the limit of {limit}")
+    length = content_length(request.scope["headers"])
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
 
     ingestor: Ingestor = request.app.state.ingestor
     stream = _limited(request.stream(), limit)

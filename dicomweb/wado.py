@@ -49,7 +49,7 @@ from dicomweb.negotiation import (
     wanted,
 )
 from dicomweb.pixels.transcode import FrameInfo, TranscodeError
-from dicomweb.resources import service_url, validate_uid
+from dicomweb.resources import missing, path_uids, service_url
 from dicomweb.retrieve import (
     ByteSource,
     PixelData,
@@ -87,7 +87,7 @@ _PARSE_ON_LOOP = 64 * 1024
 
 async def retrieve_instances(request: Request) -> Response:
     """GET a study, series or instance: its PS3.10 files, multipart or zip."""
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     zip_allowed = sop is None
     choices = _acceptable(request, DICOM, {ZIP: DICOM} if zip_allowed else {})
     index = _index(request)
@@ -109,7 +109,7 @@ async def retrieve_instances(request: Request) -> Response:
 
 async def retrieve_metadata(request: Request) -> Response:
     """GET the metadata of a study, series or instance: DICOM JSON or multipart XML."""
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     media_type = response_media_type(request.headers.get("accept"))
     index = _index(request)
     instances = await _find(index, study, series, sop)
@@ -179,7 +179,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
 async def retrieve_pixel_data(request: Request) -> Response:
     """GET the pixel data of a study, series or instance: one part per native value or
     per encapsulated frame."""
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     single = {OCTET_STREAM: OCTET_STREAM} if sop is not None else {}
     choices = _acceptable(request, OCTET_STREAM, single)
     index = _index(request)
@@ -204,21 +204,9 @@ async def retrieve_pixel_data(request: Request) -> Response:
 # Resources
 
 
-def _uids(request: Request) -> tuple[str, str | None, str | None]:
-    params = request.path_params
-    study = validate_uid(params["study"], "StudyInstanceUID")
-    series = params.get("series")
-    sop = params.get("instance")
-    if series is not None:
-        validate_uid(series, "SeriesInstanceUID")
-    if sop is not None:
-        validate_uid(sop, "SOPInstanceUID")
-    return study, series, sop
-
-
 def _instance_uids(request: Request) -> tuple[str, str, str]:
     """The UIDs of a URL below .../instances/{instance}."""
-    study, series, sop = _uids(request)
+    study, series, sop = path_uids(request.path_params)
     if series is None or sop is None:
         raise NotFound("this resource exists for instances only")
     return study, series, sop
@@ -244,23 +232,15 @@ async def _find(
 ) -> list[InstanceSummary]:
     instances = await index.list_instances(study, series, sop)
     if not instances:
-        raise NotFound(_missing(study, series, sop))
+        raise NotFound(missing(study, series, sop))
     return instances
 
 
 async def _instance(index: Index, study: str, series: str, sop: str) -> StoredInstance:
     found = await index.get_instances([sop])
     if not found or found[0].study_instance_uid != study or found[0].series_instance_uid != series:
-        raise NotFound(_missing(study, series, sop))
+        raise NotFound(missing(study, series, sop))
     return found[0]
-
-
-def _missing(study: str, series: str | None, sop: str | None) -> str:
-    if sop is not None:
-        return f"there is no instance {sop} in series {series} of study {study}"
-    if series is not None:
-        return f"there is no series {series} in study {study}"
-    return f"there is no study {study}"
 
 
 # Negotiation

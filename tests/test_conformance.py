@@ -1,13 +1,27 @@
-"""The conformance statement's checked tables agree with the code."""
+"""The conformance statement agrees with the code.
+
+The statement's generated blocks must be exactly what conformance/generate.py makes from
+the code now, and every block must be there. The tables written by hand and marked
+"(checked)" are compared with the code here; so are some generated tables, read back
+from the document, so that a mistake in the generator cannot hide a difference.
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import re
+import sys
+from dataclasses import fields
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 from starlette.routing import Mount, Route
 
+from dicomweb import renderparams
 from dicomweb.app import create_app
+from dicomweb.capabilities import ENDPOINTS
 from dicomweb.config import Config
 from dicomweb.dimse.server import build_ae
 from dicomweb.negotiation import FRAME_MEDIA_TYPES
@@ -16,7 +30,22 @@ from dicomweb.pixels.transcode import can_decode
 from dicomweb.query import ATTRIBUTES, SEQUENCES
 from dicomweb.status import Status
 
-STATEMENT = Path(__file__).parent.parent / "conformance" / "conformance-statement.md"
+ROOT = Path(__file__).parent.parent
+STATEMENT = ROOT / "conformance" / "conformance-statement.md"
+GENERATOR = ROOT / "conformance" / "generate.py"
+
+
+def _load_generator() -> ModuleType:
+    # conformance/ is not a package: load the script by its path.
+    spec = importlib.util.spec_from_file_location("conformance_generate", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
 
 
 def table_after(heading: str) -> list[list[str]]:
@@ -26,12 +55,71 @@ def table_after(heading: str) -> list[list[str]]:
     rows: list[list[str]] = []
     for line in lines[start + 1 :]:
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            # Split on pipes that are not escaped (cells may hold "\|").
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if not set("".join(cells)) <= set("-: "):
                 rows.append(cells)
         elif rows:
             break
     return rows[1:]
+
+
+# The generated blocks
+
+
+def test_every_generated_block_is_in_the_statement() -> None:
+    text = STATEMENT.read_text()
+    for name in generate.BLOCKS:
+        assert text.count(f"<!-- begin generated: {name} -->") == 1, name
+        assert text.count(f"<!-- end generated: {name} -->") == 1, name
+    generate.check_markers(text)
+
+
+def test_generated_blocks_are_what_the_code_says() -> None:
+    text = STATEMENT.read_text()
+    rendered = generate.render(text)
+    diff = "".join(
+        difflib.unified_diff(
+            text.splitlines(keepends=True), rendered.splitlines(keepends=True), n=1
+        )
+    )
+    assert rendered == text, (
+        "the statement disagrees with the code; run .venv/bin/python conformance/"
+        f"generate.py and review the change:\n{diff[:4000]}"
+    )
+
+
+def test_a_missing_or_broken_block_is_an_error(tmp_path: Path) -> None:
+    text = STATEMENT.read_text()
+    missing = re.sub(
+        r"<!-- begin generated: scopes -->.*?<!-- end generated: scopes -->\n",
+        "",
+        text,
+        flags=re.DOTALL,
+    )
+    with pytest.raises(generate.StatementError, match="scopes"):
+        generate.render(missing)
+    with pytest.raises(generate.StatementError):
+        generate.render(text.replace("<!-- end generated: resources -->", "", 1))
+    with pytest.raises(generate.StatementError, match="unknown"):
+        generate.render(
+            text + "\n<!-- begin generated: nothing -->\n<!-- end generated: nothing -->\n"
+        )
+    path = tmp_path / "statement.md"
+    path.write_text(missing)
+    assert generate.main(["--check", str(path)]) == 2
+
+
+def test_check_reports_a_stale_statement_and_a_rewrite_fixes_it(tmp_path: Path) -> None:
+    stale = STATEMENT.read_text().replace("| 0110 |", "| 0999 |", 1)
+    path = tmp_path / "statement.md"
+    path.write_text(stale)
+    assert generate.main(["--check", str(path)]) == 1
+    assert generate.main([str(path)]) == 0
+    assert path.read_text() == STATEMENT.read_text()
+
+
+# Tables read back and compared with the code
 
 
 def app_routes() -> set[tuple[str, str]]:
@@ -61,19 +149,28 @@ def test_failure_reasons_match_status_codes() -> None:
     assert documented == {int(s) for s in Status if s.is_failure}
 
 
-def test_http_status_codes_are_those_the_code_can_send() -> None:
-    documented = {int(row[0]) for row in table_after("HTTP status codes (checked)")}
-    source = (Path(__file__).parent.parent / "dicomweb").rglob("*.py")
-    sent: set[int] = set()
-    for path in source:
+# Statuses the framework sends by itself: a path with another method's route (405), and
+# an unexpected error (500).
+FRAMEWORK_STATUSES = {405, 500}
+
+
+def statuses_sent() -> set[int]:
+    """Every HTTP status the code can send, as far as its source says."""
+    sent = set(FRAMEWORK_STATUSES)
+    for path in (ROOT / "dicomweb").rglob("*.py"):
         text = path.read_text()
         sent |= {int(m) for m in re.findall(r"http_status = (\d{3})", text)}
+        sent |= {int(m) for m in re.findall(r"status_code=(\d{3})", text)}
         if path.name == "stow.py":
             sent |= {int(m) for m in re.findall(r"\b(200|202|400|409)\b", text)}
-        if path.name == "wado.py":
-            sent |= {int(m) for m in re.findall(r"status_code=(\d{3})", text)}
-    # 503 belongs to resources this version does not have.
-    assert documented == sent - {503}
+    # Success statuses each endpoint declares (its capabilities description).
+    sent |= {status for endpoint in ENDPOINTS.values() for status in endpoint.statuses}
+    return sent
+
+
+def test_http_status_codes_are_those_the_code_can_send() -> None:
+    documented = {int(row[0]) for row in table_after("HTTP status codes (checked)")}
+    assert documented == statuses_sent()
 
 
 def test_search_keys_match_the_query_model() -> None:
@@ -130,3 +227,27 @@ def test_transfer_syntaxes_match_the_codec_table() -> None:
     text = STATEMENT.read_text()
     assert "and sent as stored only" in text
     assert all(FRAME_MEDIA_TYPES[uid] != "application/octet-stream" for uid in as_stored_only)
+    frames = {row[1]: row[5] for row in table_after("Frame media types")}
+    assert set(frames) == set(FRAME_MEDIA_TYPES)
+    assert all(frames[uid].endswith("only") for uid in as_stored_only)
+
+
+def test_rendering_parameters_match_the_code() -> None:
+    documented = {
+        name
+        for row in table_after("Rendering parameters (checked)")
+        for name in re.findall(r"`(\w+)`", row[0])
+    }
+    rendered = {p.name for p in ENDPOINTS["retrieve_rendered"].query}
+    thumbnail = {p.name for p in ENDPOINTS["retrieve_thumbnail"].query}
+    assert documented == rendered
+    assert thumbnail <= rendered
+    # The parser takes these (accept and annotation may be repeated).
+    assert rendered == {*renderparams._ONCE, "accept", "annotation"}
+
+
+def test_every_setting_is_documented() -> None:
+    documented = [row[0] for row in table_after("4.5.2 Parameters")]
+    assert documented == [f.name for f in fields(Config)]
+    variables = {row[1].strip("`") for row in table_after("4.5.2 Parameters")}
+    assert variables == set(Config().to_environ())

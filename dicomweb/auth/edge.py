@@ -128,9 +128,14 @@ def oversized(path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], lim
 
 
 def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length of raw ASGI headers; None when absent or not ASCII digits."""
     for name, value in headers:
         if name == b"content-length":
-            return int(value) if value.isdigit() else None
+            if not value.isdigit():
+                return None
+            digits = value.lstrip(b"0") or b"0"
+            # int() refuses over 4300 digits; any length past 2**63 is too large anyway.
+            return int(digits) if len(digits) <= 19 else 1 << 63
     return None
 
 

@@ -82,6 +82,10 @@ P, R, W, D, A = (
 # The table. GET covers HEAD. Order matters: the first match wins.
 RULES: tuple[Rule, ...] = (
     _rule("GET", "/healthz", P, StudyLimit.NONE),
+    # Capabilities (capabilities.py): the routes described, from their patterns only.
+    _rule("OPTIONS", "/{path:path}", P, StudyLimit.NONE),
+    _rule("GET", "/dicomweb", P, StudyLimit.NONE),
+    _rule("GET", "/openapi.json", P, StudyLimit.NONE),
     _rule("GET", "/.well-known/openid-configuration", P, StudyLimit.NONE),
     _rule("GET", "/.well-known/oauth-authorization-server", P, StudyLimit.NONE),
     _rule("GET", "/oauth/jwks", P, StudyLimit.NONE),

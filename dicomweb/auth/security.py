@@ -224,9 +224,13 @@ class Security:
                 Middleware(
                     CORSMiddleware,
                     allow_origins=self.cors_origins,
-                    allow_methods=["GET", "HEAD", "POST", "DELETE"],
+                    # OPTIONS: a page may read the capabilities (it is preflighted).
+                    allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
                     allow_headers=["Authorization", "Accept", "Content-Type", "Range"],
-                    expose_headers=["Warning", "Content-Location", "ETag", "WWW-Authenticate"],
+                    expose_headers=[
+                        *("Warning", "Content-Location", "ETag", "WWW-Authenticate"),
+                        *("Allow", "Accept-Post"),
+                    ],
                     # Bearer tokens, not cookies: credentials mode is never needed.
                     allow_credentials=False,
                     max_age=600,

@@ -68,7 +68,11 @@ def to_query(identifier: Dataset, patient_root: bool) -> tuple[Query, list[int]]
         key = _key(tag, level)
         if key is None:
             continue
-        match = _match(key, element)
+        try:
+            match = _match(key, element)
+        except BadRequest as exc:
+            # A value QIDO-RS would refuse with 400: an unusable identifier (A900).
+            raise IdentifierError(exc.detail) from None
         if match is not None:
             query.matches.append((key, match))
     if UNIQUE_KEYS[level] not in requested:

@@ -92,12 +92,8 @@ class FastHeader:
         return None if element is None else _text(element)
 
     def integer(self, keyword_or_tag: str | int) -> int | None:
-        """``parsing._integer(ds, keyword)``: the value as an integer, None if it is not one.
-
-        Like ``parsing._integer``, raises OverflowError for an infinite DS or floating
-        point value; read_fast_header makes sure that does not happen for
-        `RECORD_INTEGER_KEYWORDS`.
-        """
+        """``parsing._integer(ds, keyword)``: the value as an integer, None if it is not one
+        (an infinite DS or floating point value included)."""
         tag = _tag(keyword_or_tag)
         if tag is None:
             return None

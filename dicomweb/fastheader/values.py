@@ -328,7 +328,7 @@ def _integer(element: _Element) -> int | None:
     else:
         number = value
     try:
-        # As parsing._integer: OverflowError (an infinite float) is not caught.
         return int(number)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # As parsing._integer; OverflowError: an infinite float.
         return None

@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Connection, Table, bindparam, select, tuple_, update
 
 from dicomweb.index import schema
-from dicomweb.index.engine import insert
+from dicomweb.index.engine import ConcurrentChange, insert
 from dicomweb.index.records import AddResult, InstanceRecord
 from dicomweb.query import (
     PATIENT_NAME,
@@ -45,13 +45,23 @@ class _Rows:
 class SeriesCache:
     """Primary keys of series already indexed, so that most batches skip looking them up.
 
-    Rows are never deleted in this version; a stale entry would fail the instance insert
-    on its foreign key, and the caller clears the cache before trying again.
+    The cache holds for one value of the index's deletion counter (`index_state`): a
+    batch that finds the counter changed starts afresh, since a deleted series' key can
+    be given to a new series on SQLite. A delete committed after the batch read the
+    counter fails the instance insert on its foreign key (PostgreSQL never reuses keys;
+    SQLite has one writer at a time), and the caller clears the cache and tries again.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
         self._rows: dict[str, tuple[int, int, int]] = {}
+        self._deletions: int | None = None
+
+    def check(self, deletions: int) -> None:
+        """Forget everything if rows were deleted since the cache was filled."""
+        if deletions != self._deletions:
+            self._rows.clear()
+            self._deletions = deletions
 
     def get(self, series_instance_uid: str) -> tuple[int, int, int] | None:
         """(series, study, patient) primary keys."""
@@ -64,6 +74,7 @@ class SeriesCache:
 
     def clear(self) -> None:
         self._rows.clear()
+        self._deletions = None
 
 
 SeriesKeys = dict[str, tuple[int, int, int]]
@@ -92,6 +103,7 @@ def add_batch(
     that were there already are duplicates or conflicts by their hash.
     """
     now = datetime.now(UTC)
+    cache.check(conn.execute(_deletions()).scalar_one())
     wanted = {r.series.series_instance_uid for r in records}
     cached = {uid: cache.get(uid) for uid in wanted}
     if all(keys is not None for keys in cached.values()):
@@ -300,6 +312,11 @@ def _increment(
 
 
 @functools.cache
+def _deletions() -> Any:
+    return select(schema.index_state.c.deletions).where(schema.index_state.c.id == 1)
+
+
+@functools.cache
 def _insert_new_instances(dialect: str) -> Any:
     return (
         insert(dialect, schema.instance)
@@ -360,6 +377,9 @@ def _get_or_create(
             key = tuple(getattr(row, c) for c in key_columns)
             result.ids[key] = int(row.id)
             result.values[key] = {c: getattr(row, c) for c in extra}
+        if len(result.ids) < len(ordered):
+            # Deleted after the insert saw it and before the lock was ours (PostgreSQL).
+            raise ConcurrentChange(f"a {table.name} row was deleted meanwhile")
     return result
 
 

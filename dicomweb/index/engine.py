@@ -18,6 +18,7 @@ from anyio import CapacityLimiter, to_thread
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,6 +28,7 @@ _MIGRATION_LOCK = 0x44494357
 T = TypeVar("T")
 
 _POSTGRES_SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+_SQLITE_READERS = 16
 
 
 class Writer(Protocol):
@@ -35,6 +37,51 @@ class Writer(Protocol):
     async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
 
     async def dispose(self) -> None: ...
+
+
+class Reader(Protocol):
+    """Runs a synchronous function of a Connection for a read."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def dispose(self) -> None: ...
+
+
+class ThreadReader:
+    """SQLite: each read in one worker thread on a pooled sqlite3 connection.
+
+    One thread hop per read: an async driver hops to its connection's thread for every
+    statement, the checkout's and the return's too, and that costs more than the
+    index lookups themselves.
+    """
+
+    def __init__(self, engine: Engine, connections: int) -> None:
+        self.engine = engine
+        self._limiter = CapacityLimiter(connections)
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.engine.connect() as conn:
+            return fn(conn, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await to_thread.run_sync(self._read, fn, *args, limiter=self._limiter)
+
+    async def dispose(self) -> None:
+        await to_thread.run_sync(self.engine.dispose)
+
+
+class AsyncReader:
+    """PostgreSQL: reads on the pooled asyncpg engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn, *args)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
 
 
 class ThreadWriter:
@@ -69,8 +116,8 @@ class AsyncWriter:
         await self.engine.dispose()
 
 
-def create_engines(url: str) -> tuple[AsyncEngine, Writer]:
-    """Return (read engine, writer) for a database URL.
+def create_engines(url: str) -> tuple[Reader, Writer]:
+    """Return (reader, writer) for a database URL.
 
     SQLite gets WAL, full fsync on commit (an acknowledged instance survives power
     loss), a busy timeout for other processes, and a writer that begins with BEGIN
@@ -88,14 +135,17 @@ def create_engines(url: str) -> tuple[AsyncEngine, Writer]:
             # plan costs more than the query itself.
             connect_args={"server_settings": _POSTGRES_SESSION},
         )
-        return engine, AsyncWriter(engine)
+        return AsyncReader(engine), AsyncWriter(engine)
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    reader = create_async_engine(url, pool_size=4, max_overflow=4)
-    _configure_sqlite(reader.sync_engine, immediate=False)
-    writer = create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0)
+    sync_url = parsed.set(drivername="sqlite")
+    # As many connections as reads run at once: a connection made and closed per read
+    # would cost its pragmas each time.
+    reader = create_engine(sync_url, pool_size=_SQLITE_READERS, max_overflow=0)
+    _configure_sqlite(reader, immediate=False)
+    writer = create_engine(sync_url, pool_size=1, max_overflow=0)
     _configure_sqlite(writer, immediate=True)
-    return reader, ThreadWriter(writer)
+    return ThreadReader(reader, _SQLITE_READERS), ThreadWriter(writer)
 
 
 def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
@@ -119,6 +169,28 @@ def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# PostgreSQL's serialization failure and deadlock: the transaction may be run again.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+class ConcurrentChange(Exception):
+    """A row a write transaction counted on was deleted by another one meanwhile."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a write transaction that raised `exc` may succeed when run again.
+
+    A unique-key race between concurrent first inserts, a row or a foreign key to a row
+    another writer deleted, a deadlock on PostgreSQL, or a database file busy with
+    another process on SQLite.
+    """
+    if isinstance(exc, IntegrityError | OperationalError | ConcurrentChange):
+        return True
+    return (
+        isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+    )
 
 
 def insert(dialect_name: str, table: Any) -> postgresql.Insert | sqlite.Insert:

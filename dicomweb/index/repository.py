@@ -9,15 +9,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import Select, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, Row, Select, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
 
 from dicomweb.index import schema
 from dicomweb.index.batch import SeriesCache, add_batch
-from dicomweb.index.engine import Writer, analyze, create_engines, migrate
+from dicomweb.index.deletion import Deleted, DeleteTarget, delete_target
+from dicomweb.index.engine import (
+    ConcurrentChange,
+    Reader,
+    Writer,
+    analyze,
+    create_engines,
+    is_retryable,
+    migrate,
+)
 from dicomweb.index.records import AddResult, InstanceRecord
 from dicomweb.index.search import SearchResult, build_locate, build_select, to_datasets
+from dicomweb.index.stats import Stats, Totals, collect, count_totals
 from dicomweb.query import Query
 
 log = logging.getLogger(__name__)
@@ -63,19 +73,10 @@ class InstanceSummary:
     sha256: str
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
-    patients: int
-    studies: int
-    series: int
-    instances: int
-    bytes: int
-
-
 class Index:
     """Reads and writes of the index. Writers are serialised on SQLite (one writer)."""
 
-    def __init__(self, reader: AsyncEngine, writer: Writer) -> None:
+    def __init__(self, reader: Reader, writer: Writer) -> None:
         self._reader = reader
         self._writer = writer
         self._pending: list[tuple[InstanceRecord, asyncio.Future[AddResult]]] = []
@@ -104,8 +105,7 @@ class Index:
     async def healthy(self) -> bool:
         """Whether the database answers."""
         try:
-            async with self._reader.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await self._fetch(text("SELECT 1"))
             return True
         except (DBAPIError, OSError):
             log.exception("index health check failed")
@@ -145,15 +145,32 @@ class Index:
                 results = await self._writer.run(add_batch, records, self._series)
                 self._count_added(sum(r is AddResult.ADDED for r in results))
                 return results
-            except (IntegrityError, OperationalError) as exc:
+            except (DBAPIError, ConcurrentChange) as exc:
                 self._series.clear()
-                # A unique-key race or a deadlock with another writer on PostgreSQL, or
-                # a busy database file held by another process on SQLite: try again.
-                if attempt == _ATTEMPTS:
+                if attempt == _ATTEMPTS or not is_retryable(exc):
                     raise
-                log.info("index write retried after %s", type(exc.orig).__name__)
+                log.info("index write retried after %s", _cause(exc))
                 await asyncio.sleep(0.02 * attempt)
         raise AssertionError("unreachable")
+
+    async def delete(self, target: DeleteTarget) -> Deleted | None:
+        """Remove a study, series or instance and update the aggregates.
+
+        None when nothing matches. The caller removes the returned blobs.
+        """
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                deleted = await self._writer.run(delete_target, target)
+                break
+            except DBAPIError as exc:
+                # A deadlock with a writer adding to the same study, on PostgreSQL.
+                if attempt == _ATTEMPTS or not is_retryable(exc):
+                    raise
+                log.info("index delete retried after %s", _cause(exc))
+                await asyncio.sleep(0.02 * attempt)
+        # This process's writers forget the series they knew (others see the counter).
+        self._series.clear()
+        return deleted
 
     def _count_added(self, added: int) -> None:
         """Refresh planner statistics whenever the index has grown enough.
@@ -183,18 +200,16 @@ class Index:
         """Which of `keys` belong to indexed instances."""
         if not keys:
             return set()
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(
-                select(schema.instance.c.blob_key).where(schema.instance.c.blob_key.in_(keys))
-            )
-            return {row.blob_key for row in rows}
+        rows = await self._fetch(
+            select(schema.instance.c.blob_key).where(schema.instance.c.blob_key.in_(keys))
+        )
+        return {row.blob_key for row in rows}
 
     async def get_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         """The stored instance with this SOP Instance UID, if any."""
         query = _stored_query().where(schema.instance.c.sop_instance_uid == sop_instance_uid)
-        async with self._reader.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _stored(row)
+        rows = await self._fetch(query)
+        return _stored(rows[0]) if rows else None
 
     async def list_instances(
         self,
@@ -237,9 +252,7 @@ class Index:
             query = query.where(se.c.series_instance_uid == series_instance_uid)
         if sop_instance_uid is not None:
             query = query.where(i.c.sop_instance_uid == sop_instance_uid)
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(query)
-            return [InstanceSummary(**row._asdict()) for row in rows]
+        return [InstanceSummary(**row._asdict()) for row in await self._fetch(query)]
 
     async def get_instances(self, sop_instance_uids: Sequence[str]) -> list[StoredInstance]:
         """The stored instances with these SOP Instance UIDs, in the order given.
@@ -250,8 +263,7 @@ class Index:
         if not sop_instance_uids:
             return []
         query = _stored_query().where(schema.instance.c.sop_instance_uid.in_(sop_instance_uids))
-        async with self._reader.connect() as conn:
-            found = {row.sop_instance_uid: _stored(row) for row in await conn.execute(query)}
+        found = {row.sop_instance_uid: _stored(row) for row in await self._fetch(query)}
         return [found[uid] for uid in sop_instance_uids if uid in found]
 
     async def get_metadata(self, sop_instance_uids: Sequence[str]) -> list[bytes]:
@@ -265,40 +277,38 @@ class Index:
         query = select(i.c.sop_instance_uid, i.c.metadata).where(
             i.c.sop_instance_uid.in_(sop_instance_uids)
         )
-        async with self._reader.connect() as conn:
-            found = {row.sop_instance_uid: row.metadata for row in await conn.execute(query)}
+        found = {row.sop_instance_uid: row.metadata for row in await self._fetch(query)}
         return [found[uid] for uid in sop_instance_uids if uid in found]
 
     async def search(self, query: Query) -> SearchResult:
         """The instances, series or studies that match `query`, as DICOM JSON."""
-        statement = build_select(query)
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows = await self._fetch(build_select(query))
         return await to_thread.run_sync(to_datasets, query, rows)
 
     async def locate(self, query: Query) -> list[InstanceSummary]:
         """The instances under the query's matches, in the order of a search."""
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(build_locate(query))).all()
+        rows = await self._fetch(build_locate(query))
         return [InstanceSummary(**row._asdict()) for row in rows]
+
+    async def stats(self) -> Stats:
+        """Counts and bytes, in all and per modality and day of receipt."""
+        return await self._reader.run(collect)
 
     async def totals(self) -> Totals:
         """How much the index holds."""
-        async with self._reader.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        select(func.count()).select_from(schema.patient).scalar_subquery(),
-                        select(func.count()).select_from(schema.study).scalar_subquery(),
-                        select(func.count()).select_from(schema.series).scalar_subquery(),
-                        select(func.count()).select_from(schema.instance).scalar_subquery(),
-                        select(func.coalesce(func.sum(schema.instance.c.size), 0))
-                        .select_from(schema.instance)
-                        .scalar_subquery(),
-                    )
-                )
-            ).one()
-        return Totals(*(int(v) for v in row))
+        return await self._reader.run(count_totals)
+
+    async def _fetch(self, statement: Executable) -> Sequence[Row[Any]]:
+        """Every row of a read."""
+        return await self._reader.run(_all_rows, statement)
+
+
+def _all_rows(conn: Connection, statement: Executable) -> Sequence[Row[Any]]:
+    return conn.execute(statement).all()
+
+
+def _cause(exc: Exception) -> str:
+    return type(getattr(exc, "orig", exc)).__name__
 
 
 def _stored(row: Any) -> StoredInstance:

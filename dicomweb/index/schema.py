@@ -134,3 +134,13 @@ instance = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_instance_series_number", "series_pk", "instance_number"),
 )
+
+# One row (id 1). `deletions` grows with every delete transaction: a process that caches
+# primary keys of series compares it with the value it saw, since a deleted row's key
+# may be given to a new row on SQLite.
+index_state = Table(
+    "index_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("deletions", BigInteger, nullable=False),
+)

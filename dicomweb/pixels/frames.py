@@ -609,7 +609,7 @@ def _int_attribute(header: Dataset, keyword: str, default: int | None) -> int | 
         return default
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite DS
         raise FrameLayoutError(f"{keyword} {value!r} is not an integer") from None
     if number < 0:
         raise FrameLayoutError(f"{keyword} {number} is negative")

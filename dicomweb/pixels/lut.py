@@ -252,11 +252,19 @@ def inverted(info: FrameInfo, attributes: Attributes) -> bool:
 def grey_image(
     pixels: NDArray[Any], info: FrameInfo, modality: ModalityLut, voi: Voi, invert: bool
 ) -> NDArray[np.uint8]:
-    """A grayscale frame's stored values to display values 0..255."""
+    """A grayscale frame's stored values to display values 0..255.
+
+    Integer values within Bits Stored (cleared above it, or sign-extended) go through
+    a table of the 2**BitsStored values they can take."""
     if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
-        table = _table(pixels.dtype.str, modality, voi, invert)
-        unsigned = pixels.view(pixels.dtype.str.replace("i", "u"))
-        image: NDArray[np.uint8] = table[unsigned]
+        bits = max(1, min(info.bits_stored, 8 * pixels.dtype.itemsize))
+        signed = pixels.dtype.kind == "i"
+        table = _table(signed, bits, modality, voi, invert)
+        index = pixels.view(pixels.dtype.str.replace("i", "u"))
+        if signed and bits < 8 * pixels.dtype.itemsize:
+            # Two's complement in `bits` bits: the table's index of a negative value.
+            index = index & index.dtype.type((1 << bits) - 1)
+        image: NDArray[np.uint8] = table[index]
         return image
     values = pixels.astype(np.float64)
     if values.dtype.kind == "f":
@@ -265,13 +273,15 @@ def grey_image(
 
 
 @functools.lru_cache(maxsize=64)
-def _table(dtype: str, modality: ModalityLut, voi: Voi, invert: bool) -> NDArray[np.uint8]:
-    """The composed LUT of every value of a 1- or 2-byte integer type, indexed by the
-    value's unsigned bit pattern (so signed values index as two's complement)."""
-    kind = np.dtype(dtype)
-    size = 2 ** (8 * kind.itemsize)
+def _table(
+    signed: bool, bits: int, modality: ModalityLut, voi: Voi, invert: bool
+) -> NDArray[np.uint8]:
+    """The composed LUT of every value `bits` bits hold, indexed by the value's bit
+    pattern (so signed values index as two's complement). Built for each new window:
+    a 12-bit image's table is a sixteenth of a 16-bit one's."""
+    size = 2**bits
     stored = np.arange(size, dtype=np.float64)
-    if kind.kind == "i":
+    if signed:
         stored[size // 2 :] -= size
     table = _finish(voi.apply(modality.apply(stored)), invert)
     table.setflags(write=False)

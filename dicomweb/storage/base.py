@@ -87,8 +87,8 @@ class BlobStore(Protocol):
         """The size of the blob `key`; FileNotFoundError if it does not exist."""
         ...
 
-    async def delete(self, key: str) -> None:
-        """Remove the blob `key` if it exists."""
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the blobs `keys`, those that exist."""
         ...
 
     async def healthy(self) -> bool:

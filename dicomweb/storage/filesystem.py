@@ -276,9 +276,15 @@ class FilesystemBlobStore:
         path = self.blob_path(key)
         return (await to_thread.run_sync(path.stat)).st_size
 
-    async def delete(self, key: str) -> None:
-        path = self.blob_path(key)
-        await to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+    async def delete(self, keys: Sequence[str]) -> None:
+        paths = [self.blob_path(key) for key in keys]
+
+        def unlink() -> None:
+            # Directories stay: a concurrent commit may have just made them.
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        await to_thread.run_sync(unlink)
 
     async def healthy(self) -> bool:
         def probe() -> bool:
@@ -305,10 +311,9 @@ class FilesystemBlobStore:
         for start in range(0, len(candidates), _SWEEP_BATCH):
             batch = candidates[start : start + _SWEEP_BATCH]
             known = await referenced(batch)
-            for key in batch:
-                if key not in known:
-                    await self.delete(key)
-                    orphans += 1
+            unknown = [key for key in batch if key not in known]
+            await self.delete(unknown)
+            orphans += len(unknown)
         return SweepReport(temporary_removed=temporary, orphans_removed=orphans)
 
     def _sweep_tmp(self, cutoff: float) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import socket
 import struct
 import subprocess
@@ -265,6 +266,30 @@ def test_findscu_levels_wildcards_and_ranges(dimse: Dimse) -> None:
         "InstanceNumber=1",
     )
     assert stored[1].SOPInstanceUID in out and stored[0].SOPInstanceUID not in out
+
+
+def test_deleted_instances_leave_find(dimse: Dimse) -> None:
+    stored = _store_by_stow(dimse, 3, patient_id="DEL-1")
+    study, series = stored[0].StudyInstanceUID, stored[0].SeriesInstanceUID
+    gone = stored[1].SOPInstanceUID
+    response = dimse.http.delete(f"/studies/{study}/series/{series}/instances/{gone}")
+    assert response.status_code == 200
+
+    def find(level: str, *keys: str) -> str:
+        args = ("-k", f"QueryRetrieveLevel={level}", "-k", f"StudyInstanceUID={study}")
+        result = dimse.tool("findscu", "-S", *args, *(a for k in keys for a in ("-k", k)))
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    out = find("IMAGE", f"SeriesInstanceUID={series}", "SOPInstanceUID=")
+    assert gone not in out and stored[0].SOPInstanceUID in out
+    out = find("STUDY", "NumberOfStudyRelatedInstances=")
+    assert re.search(r"IS \[2 ?\] .* NumberOfStudyRelatedInstances", out)
+
+    assert dimse.http.delete(f"/studies/{study}").status_code == 200
+    assert study not in find("STUDY", "PatientID=")
+    out = find("SERIES", "SeriesInstanceUID=")
+    assert series not in out
 
 
 def test_find_with_pynetdicom_returns_requested_keys(dimse: Dimse) -> None:
@@ -652,3 +677,12 @@ def test_several_workers_share_one_listener(tmp_path: Path, database_url: str) -
         ["echoscu", "-aec", AET, "127.0.0.1", str(port)], capture_output=True, timeout=30
     )
     assert refused.returncode != 0
+
+
+def test_find_with_an_unusable_value_fails_with_a900(dimse: Dimse) -> None:
+    codes = "\\".join(f"M{n}" for n in range(40))  # more codes than a list match takes
+    result = dimse.tool(
+        "findscu", "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", f"ModalitiesInStudy={codes}"
+    )
+    # DCMTK's name for A900 (Identifier does not match SOP Class).
+    assert "Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in result.stderr

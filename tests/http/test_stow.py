@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from xml.etree import ElementTree
 
@@ -11,8 +12,10 @@ import orjson
 import pytest
 from pydicom.uid import CTImageStorage
 
+from dicomweb.config import Config
 from dicomweb.index import Index
 from dicomweb.storage import FilesystemBlobStore
+from tests.conftest import app_client
 from tests.dicomfactory import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -130,25 +133,20 @@ async def test_aggregates(client: httpx.AsyncClient) -> None:
 
     from dicomweb.index import schema
 
-    async with index._reader.connect() as conn:
-        row = (
-            await conn.execute(
-                select(schema.study).where(schema.study.c.study_instance_uid == study)
-            )
-        ).one()
-        assert (row.number_of_series, row.number_of_instances) == (2, 3)
-        assert row.modalities_in_study == "CT\\MR"
-        patient = (
-            await conn.execute(select(schema.patient).where(schema.patient.c.id == row.patient_pk))
-        ).one()
-        assert (patient.number_of_studies, patient.number_of_series) == (1, 2)
-        assert patient.number_of_instances == 3
-        series = (
-            await conn.execute(
-                select(schema.series).where(schema.series.c.series_instance_uid == ct_series)
-            )
-        ).one()
-        assert series.number_of_instances == 2
+    (row,) = await index._fetch(
+        select(schema.study).where(schema.study.c.study_instance_uid == study)
+    )
+    assert (row.number_of_series, row.number_of_instances) == (2, 3)
+    assert row.modalities_in_study == "CT\\MR"
+    (patient,) = await index._fetch(
+        select(schema.patient).where(schema.patient.c.id == row.patient_pk)
+    )
+    assert (patient.number_of_studies, patient.number_of_series) == (1, 2)
+    assert patient.number_of_instances == 3
+    (series,) = await index._fetch(
+        select(schema.series).where(schema.series.c.series_instance_uid == ct_series)
+    )
+    assert series.number_of_instances == 2
 
 
 async def test_identical_restore_is_acknowledged(client: httpx.AsyncClient) -> None:
@@ -380,3 +378,24 @@ async def test_health(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"index": "ok", "storage": "ok"}
+
+
+async def test_start_up_sweep_removes_what_a_crash_left(config: Config) -> None:
+    config = replace(config, sweep_grace_seconds=0)
+    staging = config.data_dir / "tmp"
+    staging.mkdir(parents=True)
+    (staging / "crashed.part").write_bytes(b"partial")
+    async for c in app_client(config):
+        await state(c).maintenance
+        assert list(staging.iterdir()) == []
+
+
+async def test_worker_processes_leave_staging_files_alone(config: Config) -> None:
+    """A worker of `serve --workers N` does not sweep: a sibling may be writing."""
+    config = replace(config, sweep_grace_seconds=0, sweep_at_start=False)
+    staging = config.data_dir / "tmp"
+    staging.mkdir(parents=True)
+    (staging / "sibling.part").write_bytes(b"being written")
+    async for c in app_client(config):
+        await state(c).maintenance
+        assert [p.name for p in staging.iterdir()] == ["sibling.part"]

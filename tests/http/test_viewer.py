@@ -167,7 +167,6 @@ async def test_head(viewer: httpx.AsyncClient) -> None:
         ("/missing.bundle.0123456789abcdef.js", {}),
         ("/assets/missing.png", NAVIGATION),
         ("/viewer", {"accept": "application/json"}),
-        ("/dicomweb", NAVIGATION),
     ],
 )
 async def test_missing_files_are_not_index(

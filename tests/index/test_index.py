@@ -62,10 +62,9 @@ async def index(database_url: str) -> Index:
 
 
 async def test_migrations_match_schema(index: Index) -> None:
-    async with index._reader.connect() as conn:
-        diff = await conn.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
-        )
+    diff = await index._reader.run(
+        lambda sync: compare_metadata(MigrationContext.configure(sync), schema.metadata)
+    )
     assert diff == []
 
 
@@ -106,15 +105,14 @@ async def test_concurrent_adds_keep_aggregates_exact(index: Index) -> None:
     records = [record(study, series[n % 4], modality=modalities[n % 4]) for n in range(40)]
     results = await asyncio.gather(*(index.add_instance(r) for r in records))
     assert results == [AddResult.ADDED] * 40
-    async with index._reader.connect() as conn:
-        row = (await conn.execute(select(schema.study))).one()
-        assert (row.number_of_series, row.number_of_instances) == (4, 40)
-        assert row.modalities_in_study == "CT\\MR\\PT"
-        counts = (await conn.execute(select(schema.series.c.number_of_instances))).scalars()
-        assert sorted(counts) == [10, 10, 10, 10]
-        patient = (await conn.execute(select(schema.patient))).one()
-        assert (patient.number_of_studies, patient.number_of_series) == (1, 4)
-        assert patient.number_of_instances == 40
+    (row,) = await index._fetch(select(schema.study))
+    assert (row.number_of_series, row.number_of_instances) == (4, 40)
+    assert row.modalities_in_study == "CT\\MR\\PT"
+    counts = [r[0] for r in await index._fetch(select(schema.series.c.number_of_instances))]
+    assert sorted(counts) == [10, 10, 10, 10]
+    (patient,) = await index._fetch(select(schema.patient))
+    assert (patient.number_of_studies, patient.number_of_series) == (1, 4)
+    assert patient.number_of_instances == 40
 
 
 async def test_concurrent_same_instance(index: Index) -> None:
@@ -152,13 +150,10 @@ async def test_series_reused_under_another_study(index: Index) -> None:
     stored = await index.get_instance(stray.sop_instance_uid)
     assert stored is not None
     assert (stored.study_instance_uid, stored.series_instance_uid) == (study, series)
-    async with index._reader.connect() as conn:
-        row = (
-            await conn.execute(
-                select(schema.study).where(schema.study.c.study_instance_uid == study)
-            )
-        ).one()
-        assert (row.number_of_series, row.number_of_instances) == (1, 2)
+    (row,) = await index._fetch(
+        select(schema.study).where(schema.study.c.study_instance_uid == study)
+    )
+    assert (row.number_of_series, row.number_of_instances) == (1, 2)
 
 
 async def test_search_migration_fills_rows_indexed_before(database_url: str) -> None:
@@ -272,11 +267,43 @@ async def test_statistics_are_gathered_as_the_index_grows(index: Index) -> None:
         await index.add_instances([record(study, series) for _n in range(200)])
     assert index._analyzer is not None
     await index._analyzer
-    async with index._reader.connect() as conn:
+
+    def statistics(conn: Connection) -> int:
         if conn.dialect.name == "sqlite":
-            found = await conn.exec_driver_sql("SELECT count(*) FROM sqlite_stat1")
+            found = conn.exec_driver_sql("SELECT count(*) FROM sqlite_stat1")
         else:
-            found = await conn.exec_driver_sql(
+            found = conn.exec_driver_sql(
                 "SELECT count(*) FROM pg_stats WHERE tablename = 'instance'"
             )
-        assert found.scalar_one() > 0
+        return int(found.scalar_one())
+
+    assert await index._reader.run(statistics) > 0
+
+
+async def test_series_cache_follows_deletes_by_another_process(
+    database_url: str, index: Index
+) -> None:
+    """A series deleted through another Index (another process) is not found in this
+    one's cache, even where SQLite gives its key to a new series."""
+    from dicomweb.index.deletion import DeleteTarget
+
+    other = await Index.open(database_url)
+    try:
+        study, kept, deleted, fresh = new_uid(), new_uid(), new_uid(), new_uid()
+        # The deleted series has the largest key, which SQLite gives to the next row.
+        await index.add_instances([record(study, kept)])
+        await index.add_instances([record(study, deleted, modality="MR")])
+        removed = await other.delete(DeleteTarget(study, deleted))
+        assert removed is not None and removed.series == 1
+        await index.add_instances([record(study, fresh, modality="PT")])
+        again = record(study, deleted, modality="MR")
+        assert await index.add_instances([again]) == [AddResult.ADDED]
+        i, se = schema.instance, schema.series
+        ((placed,),) = await index._fetch(
+            select(se.c.series_instance_uid)
+            .join(i, i.c.series_pk == se.c.id)
+            .where(i.c.sop_instance_uid == again.sop_instance_uid)
+        )
+        assert placed == deleted
+    finally:
+        await other.close()

@@ -36,16 +36,15 @@ def encoded_like_dicomweb_client(ds: pydicom.Dataset) -> bytes:
 async def stored_rows(database_url: str) -> list[tuple[str, str, str, int]]:
     index = await Index.open(database_url)
     try:
-        async with index._reader.connect() as conn:
-            rows = await conn.execute(
-                select(
-                    schema.instance.c.sop_instance_uid,
-                    schema.instance.c.blob_key,
-                    schema.instance.c.sha256,
-                    schema.instance.c.size,
-                )
+        rows = await index._fetch(
+            select(
+                schema.instance.c.sop_instance_uid,
+                schema.instance.c.blob_key,
+                schema.instance.c.sha256,
+                schema.instance.c.size,
             )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
     finally:
         await index.close()
 
@@ -203,12 +202,15 @@ def test_kill_during_concurrent_upload(server: ServerProcess, round_: int) -> No
 
 
 def test_several_worker_processes(tmp_path: Path, database_url: str) -> None:
-    """`--workers 2`: two processes share the data directory and the index."""
-    server = ServerProcess(
-        tmp_path / "data", database_url, free_port(), extra_args=("--workers", "2")
-    )
+    """`--workers 2`: two processes share the data directory and the index; the
+    supervising process sweeps once before the workers start, and they never sweep."""
+    data_dir = tmp_path / "data"
+    (data_dir / "tmp").mkdir(parents=True)
+    (data_dir / "tmp" / "left-by-a-crash.part").write_bytes(b"partial")
+    server = ServerProcess(data_dir, database_url, free_port(), extra_args=("--workers", "2"))
     server.start()
     try:
+        assert list((data_dir / "tmp").iterdir()) == []
         study = new_uid()
         datasets = [ct_dataset(study, instance_number=n, seed=n) for n in range(12)]
 

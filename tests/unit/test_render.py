@@ -245,6 +245,19 @@ def test_bits_above_bits_stored_are_not_pixel_data() -> None:
     assert signed.tolist() == [[115, 115]]
 
 
+@pytest.mark.parametrize(("signed", "low"), [(0, 0), (1, -2048)])
+def test_a_table_of_bits_stored_values_renders_as_the_full_width_table(
+    signed: int, low: int
+) -> None:
+    # Every 12-bit value, as 12 and as 16 bits stored: the same display values.
+    values = np.arange(low, low + 4096).astype("<i2" if signed else "<u2").reshape(1, -1)
+    for window in ((100, 700), (-600, 1500), (low + 5, 1)):
+        twelve = render_frame(values, grey(1, 4096, stored=12, signed=signed), {}, window=window)
+        sixteen = render_frame(values, grey(1, 4096, stored=16, signed=signed), {}, window=window)
+        assert twelve.tolist() == sixteen.tolist()
+        assert len(set(twelve[0].tolist())) > 1
+
+
 def test_eight_bit_and_float_grey() -> None:
     image = render_frame(row([0, 128, 255], "u1"), grey(1, 3, bits=8), {}, window=(128, 256))
     assert image.tolist() == [[0, 128, 255]]

@@ -232,7 +232,7 @@ async def test_invalid_keys_are_refused(
     with pytest.raises(ValueError):
         await store.size(key)
     with pytest.raises(ValueError):
-        await store.delete(key)
+        await store.delete([key])
     with pytest.raises(ValueError):
         async for _ in store.iter_bytes(key):
             pass
@@ -257,12 +257,12 @@ async def test_long_valid_key_is_accepted(store: FilesystemBlobStore) -> None:
 
 
 async def test_delete(store: FilesystemBlobStore) -> None:
-    await store.delete("never/written")
+    await store.delete(["never/written"])
     await put(store, KEY, b"x")
-    await store.delete(KEY)
+    await store.delete([KEY])
     with pytest.raises(FileNotFoundError):
         await store.size(KEY)
-    await store.delete(KEY)
+    await store.delete([KEY])
 
 
 async def test_missing_blob(store: FilesystemBlobStore) -> None:

@@ -71,7 +71,8 @@ function watchImageLoads() {
 function track(page, context) {
   page.on('console', (message) => {
     if (message.type() === 'error') {
-      report.consoleErrors.push({ context, text: message.text().slice(0, 2000) });
+      const url = message.location()?.url ?? '';
+      report.consoleErrors.push({ context, url, text: message.text().slice(0, 2000) });
     }
   });
   page.on('pageerror', (error) => report.pageErrors.push({ context, text: String(error) }));
