@@ -306,6 +306,9 @@ class _ContextList(list[PresentationContext]):
         return copies
 
 
+MAXIMUM_PDU_RECEIVED = 1024 * 1024
+
+
 def build_ae(aet: str, allowed: list[Allowed]) -> AE:
     """The AE with every presentation context the server accepts."""
     ae = AE(ae_title=aet)
@@ -313,6 +316,10 @@ def build_ae(aet: str, allowed: list[Allowed]) -> AE:
     if allowed:
         ae.require_calling_aet = sorted({entry.aet for entry in allowed})
     ae.maximum_associations = 32
+    # Peers split data sets into PDUs of at most this length. pynetdicom's default
+    # (16 KiB) makes 32 PDUs of a 512 KiB CT slice, each a turn of its reactor loop;
+    # a PDU is read whole into memory, so the length also bounds memory per association.
+    ae.maximum_pdu_size = MAXIMUM_PDU_RECEIVED
     ae.add_supported_context(Verification)
     for context in StoragePresentationContexts:
         # SCU and SCP roles: C-GET sends its results as C-STORE on the same association.

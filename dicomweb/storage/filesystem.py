@@ -1,8 +1,8 @@
 """BlobStore on a local or shared filesystem.
 
 Layout under the root: ``tmp/`` holds staging files, ``blobs/<key>`` the committed ones.
-A commit is fsync of the file, a hard link into place (which fails rather than replaces
-when the key exists), and fsync of the directory.
+A commit is a hard link into place (which fails rather than replaces when the key
+exists), fsync of the file, and fsync of the directory.
 """
 
 from __future__ import annotations
@@ -165,6 +165,15 @@ class FilesystemStagedBlob:
             created = not target.exists()
             if created:
                 self._path.rename(target)
+        if self._fd is not None:
+            # Linked first, then synced: on a journalling filesystem the file's fsync
+            # commits its new name in the same journal commit, and the directory's
+            # fsync below finds nothing left to write. Until the index commits, the
+            # name is an unindexed blob, which the start-up sweep removes.
+            if created:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
         if created:
             _fsync_dir(target.parent)
         self._path.unlink(missing_ok=True)
@@ -180,7 +189,9 @@ class FilesystemStagedBlob:
         # Bytes still in the buffer are handed over as they are: cheaper than a read back.
         memory = None if self._flushed else self._buffer[: self._fill]
         if self._info is None:
-            self._info = self._finish_sync()
+            # Written but not yet synced: _commit_sync syncs after linking.
+            self._flush_sync(True)
+            self._info = BlobInfo(size=self._size, sha256=self._hash.hexdigest())
         key = _check_key(name(self._path if memory is None else memory, self._info))
         self._done = True
         return key, self._commit_sync(key)

@@ -497,12 +497,14 @@ def test_concurrent_associations_while_http_runs(dimse: Dimse) -> None:
 def test_dropped_association_leaves_nothing(dimse: Dimse, tmp_path: Path) -> None:
     ds = ct_dataset(rows=2048, columns=2048)  # 8 MiB of pixel data
     sent: list[int] = []
+    dropped: list[bool] = []
 
     def count(event: evt.Event) -> None:
-        # After a few hundred KiB of the data set, the peer goes away.
+        # After 2 MiB of the data set, the peer goes away.
         if type(event.pdu).__name__ == "P_DATA_TF":
-            sent.append(1)
-            if len(sent) == 20:
+            sent.append(len(event.pdu))
+            if sum(sent) >= 2 * 1024 * 1024 and not dropped:
+                dropped.append(True)
                 # The connection drops: no A-ABORT, no A-RELEASE, like a pulled cable.
                 event.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
 
@@ -518,7 +520,8 @@ def test_dropped_association_leaves_nothing(dimse: Dimse, tmp_path: Path) -> Non
     assert assoc.is_established
     status = assoc.send_c_store(ds)
     assert "Status" not in status
-    assert 20 <= len(sent) < 400  # the data set was cut short
+    assert dropped
+    assert sum(sent) < 8 * 1024 * 1024  # the data set was cut short
     time.sleep(0.5)
     response = dimse.http.get("/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
     assert response.status_code == 204
@@ -531,6 +534,8 @@ def test_dropped_association_leaves_nothing(dimse: Dimse, tmp_path: Path) -> Non
 def test_echo_with_pynetdicom(dimse: Dimse) -> None:
     assoc = dimse.associate(Verification)
     status = assoc.send_c_echo()  # type: ignore[attr-defined]
+    # Peers may send PDUs of up to 1 MiB: a 512 KiB slice in one PDU, not 32.
+    assert assoc.acceptor.maximum_length == 1024 * 1024  # type: ignore[attr-defined]
     assoc.release()  # type: ignore[attr-defined]
     assert status.Status == 0
 
