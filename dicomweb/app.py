@@ -39,6 +39,7 @@ from dicomweb.stow import store_instances
 from dicomweb.transcoding import Transcoder
 from dicomweb.viewer import serve_viewer
 from dicomweb.wado import (
+    MetadataCache,
     retrieve_bulkdata,
     retrieve_frames,
     retrieve_instances,
@@ -114,6 +115,7 @@ def create_app(config: Config) -> Starlette:
         app.state.index = index
         app.state.blobs = blobs
         app.state.transcoder = Transcoder(config.frame_cache_bytes)
+        app.state.metadata_cache = MetadataCache(config.metadata_cache_bytes)
         ingestor = Ingestor(
             blobs,
             index,

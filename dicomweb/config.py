@@ -45,6 +45,8 @@ class Config:
     store_transfer_syntax: str = ""
     # Bytes of transcoded frames kept in memory for repeated requests (per process).
     frame_cache_bytes: int = 256 * 1024**2
+    # Bytes of study and series metadata (DICOM JSON) kept in memory (per process).
+    metadata_cache_bytes: int = 128 * 1024**2
     # Rendered images and thumbnails: the largest frame rendered (rows x columns x
     # samples; an animation counts all its frames), past which requests get 413; the
     # most frames in an animated GIF; the longest viewport side accepted (else 400).

@@ -15,11 +15,12 @@ import contextlib
 import os
 import threading
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
 from anyio import to_thread
+
+from dicomweb.lru import SizedLRU
 
 __all__ = ["RenderCache"]
 
@@ -41,8 +42,7 @@ class RenderCache:
         self.hits = 0
         self.disk_hits = 0
         self.misses = 0
-        self._memory: OrderedDict[str, bytes] = OrderedDict()
-        self._memory_size = 0
+        self._memory: SizedLRU[str, bytes] = SizedLRU(memory_bytes)
         # Bytes this process believes are on disk: None until counted; a scan corrects
         # it before any eviction, as other processes write to the same directory.
         self._disk_size: int | None = None
@@ -50,7 +50,7 @@ class RenderCache:
 
     async def get(self, key: str) -> bytes | None:
         """The cached result for `key`, from memory or disk, or None."""
-        value = self._memory_get(key)
+        value = self._memory.get(key)
         if value is not None:
             self.hits += 1
             return value
@@ -58,14 +58,14 @@ class RenderCache:
             value = await to_thread.run_sync(self._disk_get, key)
             if value is not None:
                 self.disk_hits += 1
-                self._memory_put(key, value)
+                self._memory.put(key, value, len(value))
                 return value
         self.misses += 1
         return None
 
     async def put(self, key: str, value: bytes) -> None:
         """Keep `value` for `key` in memory and on disk."""
-        self._memory_put(key, value)
+        self._memory.put(key, value, len(value))
         if 0 < len(value) <= self.disk_bytes:
             await to_thread.run_sync(self._disk_put, key, value)
 
@@ -73,28 +73,6 @@ class RenderCache:
         if len(key) < 8 or not all(c in "0123456789abcdef" for c in key):
             raise ValueError(f"cache keys are hexadecimal digests, not {key[:16]!r}")
         return self.directory / key[:2] / key
-
-    # Memory
-
-    def _memory_get(self, key: str) -> bytes | None:
-        with self._lock:
-            value = self._memory.get(key)
-            if value is not None:
-                self._memory.move_to_end(key)
-            return value
-
-    def _memory_put(self, key: str, value: bytes) -> None:
-        if len(value) > self.memory_bytes:
-            return
-        with self._lock:
-            old = self._memory.pop(key, None)
-            if old is not None:
-                self._memory_size -= len(old)
-            self._memory[key] = value
-            self._memory_size += len(value)
-            while self._memory_size > self.memory_bytes:
-                _, dropped = self._memory.popitem(last=False)
-                self._memory_size -= len(dropped)
 
     # Disk (worker threads)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -26,6 +25,7 @@ from anyio import CapacityLimiter, to_thread
 from pydicom.uid import UID
 
 from dicomweb.errors import NotAcceptable
+from dicomweb.lru import SizedLRU
 from dicomweb.negotiation import (
     LOSSY_CAPABLE,
     LOSSY_SYNTAXES,
@@ -215,45 +215,8 @@ def _plan(
     return plan, None
 
 
-class FrameCache:
-    """Transcoded frames, bounded by their total size; the least recently used go first.
-
-    Used from the event loop only, so it needs no lock. `hits` and `misses` count
-    lookups.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: tuple[str, int, str]) -> bytes | None:
-        """The cached frame for `key` (blob key, frame number, target syntax), if any."""
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: tuple[str, int, str], value: bytes) -> None:
-        """Keep `value`, dropping the least recently used frames to make room."""
-        if len(value) > self.max_bytes:
-            return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.size -= len(old)
-        self._entries[key] = value
-        self.size += len(value)
-        while self.size > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self.size -= len(dropped)
+# Transcoded frames by (blob key, frame number, target syntax).
+FrameCache = SizedLRU[tuple[str, int, str], bytes]
 
 
 class Transcoder:
@@ -284,7 +247,7 @@ class Transcoder:
             return cached
         data = await read()
         encoded, _ = await self.run(transcode_frame, data, source, target, info)
-        self.cache.put(cache_key, encoded)
+        self.cache.put(cache_key, encoded, len(encoded))
         return encoded
 
     async def instance(self, data: bytes, target: str) -> bytes:

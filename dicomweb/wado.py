@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import orjson
@@ -25,6 +26,7 @@ from dicomweb.dicomxml import json_to_xml
 from dicomweb.errors import NotAcceptable, NotFound, RangeNotSatisfiable
 from dicomweb.index import Index
 from dicomweb.index.repository import InstanceSummary, StoredInstance
+from dicomweb.lru import SizedLRU
 from dicomweb.multipart import (
     OutgoingPart,
     new_boundary,
@@ -82,6 +84,23 @@ _RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})", re.IGNORECASE)
 _PARSE_ON_LOOP = 64 * 1024
 
 
+# Larger studies and series stream their metadata a batch at a time, and are not cached.
+WHOLE_METADATA_INSTANCES = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedMetadata:
+    """A study's or series' DICOM JSON metadata at one version of the index."""
+
+    version: tuple[int, int]
+    etag: str
+    body: bytes
+
+
+# Keyed by (study, series or "", service URL the BulkDataURIs carry).
+MetadataCache = SizedLRU[tuple[str, str, str], CachedMetadata]
+
+
 # Handlers
 
 
@@ -108,19 +127,38 @@ async def retrieve_instances(request: Request) -> Response:
 
 
 async def retrieve_metadata(request: Request) -> Response:
-    """GET the metadata of a study, series or instance: DICOM JSON or multipart XML."""
+    """GET the metadata of a study, series or instance: DICOM JSON or multipart XML.
+
+    The DICOM JSON of a study or series is kept whole in memory (per process) for as
+    long as the index's version of it is unchanged: a viewer asks for the same series
+    again and again, and a hit then costs one lookup of a count.
+    """
     study, series, sop = path_uids(request.path_params)
     media_type = response_media_type(request.headers.get("accept"))
     index = _index(request)
-    instances = await _find(index, study, series, sop)
     service = service_url(str(request.base_url))
+    cache: MetadataCache = request.app.state.metadata_cache
+    key = version = None
+    if media_type == DICOM_JSON and sop is None:
+        version = await index.version(study, series)
+        if version is None:
+            raise NotFound(missing(study, series, sop))
+        key = (study, series or "", service)
+        cached = cache.get(key)
+        if cached is not None and cached.version == version:
+            return _whole(request, cached.body, cached.etag)
+    instances = await _find(index, study, series, sop)
     etag = _etag(instances, media_type, service)
     headers = {"ETag": etag, "Vary": "Accept"}
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     batches = _metadata_batches(index, instances, service)
     if media_type == DICOM_JSON:
-        return _stream(request, _json_array(batches), DICOM_JSON, headers)
+        if key is None or version is None or len(instances) > WHOLE_METADATA_INSTANCES:
+            return _stream(request, _json_array(batches), DICOM_JSON, headers)
+        whole = b"".join([chunk async for chunk in _json_array(batches)])
+        cache.put(key, CachedMetadata(version, etag, whole), len(whole))
+        return _whole(request, whole, etag)
     boundary = new_boundary()
     body = write_related(_xml_parts(batches), boundary)
     return _stream(request, body, related_content_type(boundary, DICOM_XML), headers)
@@ -316,6 +354,17 @@ def _part_type(transfer_syntax: str) -> str:
 
 
 # Responses
+
+
+def _whole(request: Request, body: bytes, etag: str) -> Response:
+    """A DICOM JSON body held whole: 304 when If-None-Match names its ETag."""
+    headers = {"ETag": etag, "Vary": "Accept"}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return Response(headers=headers, media_type=DICOM_JSON)
+    return Response(body, headers=headers, media_type=DICOM_JSON)
 
 
 def _stream(

@@ -211,6 +211,34 @@ class Index:
         rows = await self._fetch(query)
         return _stored(rows[0]) if rows else None
 
+    async def version(
+        self, study_instance_uid: str, series_instance_uid: str | None = None
+    ) -> tuple[int, int] | None:
+        """What identifies the current content of a study or of one of its series: its
+        number of instances and the index's delete counter. None when it does not exist.
+
+        Stored instances never change: an add raises the count and a delete raises the
+        counter, so equal versions mean equal content, in any process.
+        """
+        st, se, state = schema.study, schema.series, schema.index_state
+        deletions = select(state.c.deletions).where(state.c.id == 1).scalar_subquery()
+        if series_instance_uid is None:
+            query = select(st.c.number_of_instances, deletions).where(
+                st.c.study_instance_uid == study_instance_uid
+            )
+        else:
+            query = (
+                select(se.c.number_of_instances, deletions)
+                .join(st, st.c.id == se.c.study_pk)
+                .where(se.c.series_instance_uid == series_instance_uid)
+                .where(st.c.study_instance_uid == study_instance_uid)
+            )
+        rows = await self._fetch(query)
+        if not rows:
+            return None
+        row: Any = rows[0]
+        return int(row[0]), int(row[1] or 0)
+
     async def list_instances(
         self,
         study_instance_uid: str,

@@ -25,7 +25,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomweb.config import Config
 from dicomweb.multipart import PartHeaders, parse_content_type, read_related
+from tests.conftest import app_client
 from tests.dicomfactory import CONTENT_TYPE, ct_dataset, multipart, new_uid, to_bytes
 
 ROOT = "/dicomweb"
@@ -469,6 +471,71 @@ async def test_metadata_etag(client: httpx.AsyncClient) -> None:
     assert changed.status_code == 200
     assert changed.headers["etag"] != etag
     assert len(changed.json()) == 2
+
+
+async def test_metadata_is_served_whole_from_the_cache_until_it_changes(
+    client: httpx.AsyncClient,
+) -> None:
+    study, series = new_uid(), new_uid()
+    first, second = (ct_dataset(study, series, instance_number=n) for n in (1, 2))
+    await store(client, first, second)
+    cache = client.app.state.metadata_cache  # type: ignore[attr-defined]
+    url = f"{ROOT}/studies/{study}/series/{series}/metadata"
+    miss = await client.get(url)
+    hit = await client.get(url)
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert hit.content == miss.content and hit.headers["etag"] == miss.headers["etag"]
+    assert int(hit.headers["content-length"]) == len(hit.content)
+    assert (
+        await client.get(url, headers={"if-none-match": hit.headers["etag"]})
+    ).status_code == 304
+    head = await client.head(url)
+    assert head.content == b"" and head.headers["content-length"] == hit.headers["content-length"]
+    # The BulkDataURIs carry the service URL the request names.
+    other_host = await client.get(url, headers={"host": "pacs.example.org"})
+    assert b"http://pacs.example.org/dicomweb/studies/" in other_host.content
+    assert b"http://testserver/" not in other_host.content
+    # A new instance and a deleted one change what the cache answers.
+    third = ct_dataset(study, series, instance_number=3)
+    await store(client, third)
+    assert len((await client.get(url)).json()) == 3
+    response = await client.delete(
+        f"{ROOT}/studies/{study}/series/{series}/instances/{first.SOPInstanceUID}"
+    )
+    assert response.status_code == 200
+    items = (await client.get(url)).json()
+    assert [attribute(i, "00080018") for i in items] == [
+        second.SOPInstanceUID,
+        third.SOPInstanceUID,
+    ]
+    study_items = (await client.get(f"{ROOT}/studies/{study}/metadata")).json()
+    assert study_items == items
+    await client.delete(f"{ROOT}/studies/{study}")
+    assert (await client.get(url)).status_code == 404
+    assert (await client.get(f"{ROOT}/studies/{study}/metadata")).status_code == 404
+
+
+async def test_metadata_cache_of_one_process_sees_what_another_stored(
+    client: httpx.AsyncClient, config: Config
+) -> None:
+    """Each process caches for itself; the version it checks lives in the index."""
+    study, series = new_uid(), new_uid()
+    await store(client, ct_dataset(study, series, instance_number=1))
+    url = f"{ROOT}/studies/{study}/series/{series}/metadata"
+    assert len((await client.get(url)).json()) == 1
+    async for other in app_client(config):
+        await store(other, ct_dataset(study, series, instance_number=2))
+        assert len((await other.get(url)).json()) == 2
+        assert len((await client.get(url)).json()) == 2
+        gone = (await other.get(url)).json()[0]
+        sop = attribute(gone, "00080018")
+        deleted = await other.delete(f"{ROOT}/studies/{study}/series/{series}/instances/{sop}")
+        assert deleted.status_code == 200
+        await store(other, ct_dataset(study, series, instance_number=3))
+        # Two instances again, but not the same two.
+        items = (await client.get(url)).json()
+        assert sop not in {attribute(i, "00080018") for i in items}
+        assert len(items) == 2
 
 
 # Frames

@@ -21,7 +21,6 @@ from dicomweb.errors import NotAcceptable
 from dicomweb.negotiation import Wanted, instance_syntax, pixel_syntax
 from dicomweb.pixels.transcode import FrameInfo
 from dicomweb.transcoding import (
-    FrameCache,
     Stored,
     choose,
     is_lossy,
@@ -122,20 +121,6 @@ def test_lossy_forms() -> None:
     assert is_lossy(JPEG2000, "01")
     assert is_lossy(HTJ2K, "01")
     assert not is_lossy(RLELossless, "01")  # decoded once, now held losslessly
-
-
-def test_frame_cache_keeps_the_most_recently_used_within_its_size() -> None:
-    cache = FrameCache(max_bytes=10)
-    cache.put(("a", 1, "t"), b"1234")
-    cache.put(("a", 2, "t"), b"5678")
-    assert cache.get(("a", 1, "t")) == b"1234"  # now the most recently used
-    cache.put(("a", 3, "t"), b"9012")  # 12 bytes: frame 2 goes
-    assert cache.get(("a", 2, "t")) is None
-    assert cache.get(("a", 1, "t")) == b"1234"
-    assert cache.size == 8 and len(cache) == 2
-    cache.put(("a", 4, "t"), b"x" * 11)  # larger than the cache: not kept
-    assert cache.get(("a", 4, "t")) is None
-    assert (cache.hits, cache.misses) == (2, 2)
 
 
 @pytest.mark.parametrize(
