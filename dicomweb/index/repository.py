@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import Connection, Row, Select, select, text
+from sqlalchemy import Connection, Row, Select, bindparam, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
@@ -207,8 +207,7 @@ class Index:
 
     async def get_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         """The stored instance with this SOP Instance UID, if any."""
-        query = _stored_query().where(schema.instance.c.sop_instance_uid == sop_instance_uid)
-        rows = await self._fetch(query)
+        rows = await self._fetch(_STORED_BY_UIDS, {"uids": [sop_instance_uid]})
         return _stored(rows[0]) if rows else None
 
     async def version(
@@ -290,8 +289,8 @@ class Index:
         """
         if not sop_instance_uids:
             return []
-        query = _stored_query().where(schema.instance.c.sop_instance_uid.in_(sop_instance_uids))
-        found = {row.sop_instance_uid: _stored(row) for row in await self._fetch(query)}
+        rows = await self._fetch(_STORED_BY_UIDS, {"uids": list(sop_instance_uids)})
+        found = {row.sop_instance_uid: _stored(row) for row in rows}
         return [found[uid] for uid in sop_instance_uids if uid in found]
 
     async def get_metadata(self, sop_instance_uids: Sequence[str]) -> list[bytes]:
@@ -326,13 +325,17 @@ class Index:
         """How much the index holds."""
         return await self._reader.run(count_totals)
 
-    async def _fetch(self, statement: Executable) -> Sequence[Row[Any]]:
+    async def _fetch(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
         """Every row of a read."""
-        return await self._reader.run(_all_rows, statement)
+        return await self._reader.run(_all_rows, statement, parameters)
 
 
-def _all_rows(conn: Connection, statement: Executable) -> Sequence[Row[Any]]:
-    return conn.execute(statement).all()
+def _all_rows(
+    conn: Connection, statement: Executable, parameters: dict[str, Any] | None
+) -> Sequence[Row[Any]]:
+    return conn.execute(statement, parameters).all()
 
 
 def _cause(exc: Exception) -> str:
@@ -340,7 +343,8 @@ def _cause(exc: Exception) -> str:
 
 
 def _stored(row: Any) -> StoredInstance:
-    return StoredInstance(**row._asdict())
+    # By position: _stored_query selects the fields in their order (a test checks).
+    return StoredInstance(*row)
 
 
 def _stored_query() -> Select[Any]:
@@ -364,3 +368,10 @@ def _stored_query() -> Select[Any]:
         .join(se, se.c.id == i.c.series_pk)
         .join(st, st.c.id == i.c.study_pk)
     )
+
+
+# Built once: frame and bulk data requests look up one instance each, and building the
+# statement cost more than running it.
+_STORED_BY_UIDS = _stored_query().where(
+    schema.instance.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
+)

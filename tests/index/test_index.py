@@ -307,3 +307,25 @@ async def test_series_cache_follows_deletes_by_another_process(
         assert placed == deleted
     finally:
         await other.close()
+
+
+def test_stored_instance_rows_are_read_by_position() -> None:
+    """StoredInstance is built from a row by position: the select lists its fields in order."""
+    from dicomweb.index.repository import StoredInstance, _stored_query
+
+    selected = [column.name for column in _stored_query().selected_columns]
+    assert selected == [field.name for field in dataclasses.fields(StoredInstance)]
+
+
+async def test_get_instances_keeps_the_order_asked_for(index: Index) -> None:
+    study, series = new_uid(), new_uid()
+    records = [record(study, series) for _ in range(3)]
+    for r in records:
+        assert await index.add_instance(r) is AddResult.ADDED
+    uids = [r.sop_instance_uid for r in reversed(records)]
+    found = await index.get_instances([uids[0], new_uid(), *uids[1:]])
+    assert [f.sop_instance_uid for f in found] == uids
+    assert [f.blob_key for f in found] == [r.blob_key for r in reversed(records)]
+    one = await index.get_instance(uids[1])
+    assert one is not None and one == found[1]
+    assert await index.get_instance(new_uid()) is None
