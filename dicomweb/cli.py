@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     _dimse(serve)
     serve.add_argument("--port", type=int, help="HTTP port (DICOMWEB_PORT; 8080)")
     serve.add_argument("--workers", type=int, help="HTTP worker processes (DICOMWEB_WORKERS; 1)")
+    serve.add_argument(
+        "--dimse-processes",
+        type=int,
+        help="DIMSE listener processes sharing the DIMSE port (DICOMWEB_DIMSE_PROCESSES; 1)",
+    )
     _store_syntax(serve)
     security_commands.add_serve_flags(serve)
     _viewer_dir(serve)
@@ -186,6 +191,8 @@ def _flag(value: object) -> object:
 def check_dimse_settings(config: Config) -> None:
     """Refuse malformed peers, allow-list entries or AE titles before starting."""
     check_aet(config.aet)
+    if config.dimse_processes < 1:
+        raise ConfigError(f"dimse_processes: {config.dimse_processes} is not a valid value")
     parse_peers(config.dimse_peers)
     parse_allowed(config.dimse_allow)
 
@@ -205,18 +212,12 @@ def serve(config: Config, log_level: str) -> int:
         return 2
     if config.workers > 1:
         # Worker processes build the app themselves, from the environment, without a
-        # DIMSE listener: one `dicomweb dimse` process listens for all of them. The
-        # sweep runs here, once, before any of them can stage a file.
+        # DIMSE listener: `dicomweb dimse` processes listen for all of them. The sweep
+        # runs here, once, before any of them can stage a file.
         asyncio.run(sweep_data_dir(config))
         workers = dataclasses.replace(config, dimse_port=0, sweep_at_start=False)
         os.environ.update(workers.to_environ())
-        listener = None
-        if config.dimse_port:
-            environ = dict(os.environ, **config.to_environ())
-            listener = subprocess.Popen(
-                [sys.executable, "-m", "dicomweb", "dimse", "--log-level", log_level],
-                env=environ,
-            )
+        dimse = _dimse_processes(config, config.dimse_processes, log_level)
         try:
             uvicorn.run(
                 "dicomweb.app:create_app_from_environ",
@@ -229,19 +230,54 @@ def serve(config: Config, log_level: str) -> int:
                 **options,
             )
         finally:
-            if listener is not None:
-                listener.terminate()
-                listener.wait(15)
+            _stop(dimse)
         return 0
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-        **options,
-    )
+    # The first DIMSE listener runs in this process (the app's lifespan); the others,
+    # if any, in processes of their own on the same port. Those start receiving at
+    # once, so the sweep runs before them, not beside them.
+    listeners: list[subprocess.Popen[bytes]] = []
+    if config.dimse_port and config.dimse_processes > 1:
+        asyncio.run(sweep_data_dir(config))
+        config = dataclasses.replace(config, sweep_at_start=False)
+        listeners = _dimse_processes(config, config.dimse_processes - 1, log_level)
+    try:
+        uvicorn.run(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+            **options,
+        )
+    finally:
+        _stop(listeners)
     return 0
+
+
+def _dimse_processes(config: Config, count: int, log_level: str) -> list[subprocess.Popen[bytes]]:
+    """Start `count` `dicomweb dimse` processes for `config` (none without a DIMSE port).
+
+    uvicorn ends a SIGTERM by raising the signal again once it has shut down, which
+    with the default action would end this process before it stops them: a handler
+    that exits through Python lets `_stop` run.
+    """
+    if not config.dimse_port or count < 1:
+        return []
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    environ = dict(os.environ, **config.to_environ())
+    command = [sys.executable, "-m", "dicomweb", "dimse", "--log-level", log_level]
+    return [subprocess.Popen(command, env=environ) for _ in range(count)]
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(15)
 
 
 def run_dimse(config: Config, log_level: str) -> int:

@@ -35,6 +35,10 @@ class Config:
     sweep_at_start: bool = True
     # HTTP worker processes; each opens its own connections to the index.
     workers: int = 1
+    # DIMSE listener processes sharing the DIMSE port (SO_REUSEPORT): the kernel spreads
+    # associations over them, so C-STOREs on several associations use several cores.
+    # `serve` starts them; 1: the listener runs inside the `serve` process.
+    dimse_processes: int = 1
     # C-MOVE destinations and `send` targets: comma-separated AET=host:port.
     dimse_peers: str = ""
     # Calling AE titles allowed to associate (AET or AET@host, comma-separated);

@@ -104,3 +104,10 @@ def test_bad_setting_is_reported(tmp_path: Path, flag: str) -> None:
     result = run("serve", "--data-dir", str(tmp_path), flag)
     assert result.returncode != 0
     assert "port" in result.stderr
+
+
+def test_dimse_processes_must_be_at_least_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--data-dir", str(tmp_path), "--dimse-processes", "0"]) == 2
+    assert "dimse_processes" in capsys.readouterr().err

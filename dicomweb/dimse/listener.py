@@ -35,6 +35,7 @@ async def dimse_listener(
             peers=parse_peers(config.dimse_peers),
             allowed=parse_allowed(config.dimse_allow),
             audit=AuditLog(config.audit_log),
+            shared_port=config.dimse_processes > 1,
         )
         await to_thread.run_sync(server.start)
         try:

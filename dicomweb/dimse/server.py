@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +136,11 @@ class DimseServer:
         peers: dict[str, Peer],
         allowed: list[Allowed],
         audit: AuditLog | None = None,
+        shared_port: bool = False,
     ) -> None:
+        """`shared_port`: other listener processes of this server bind the same port."""
         self.core = core
+        self.shared_port = shared_port
         # One audit line per operation (auth/audit.py); the policy stays AE-title based.
         self.audit = audit or AuditLog()
         self.aet = aet
@@ -159,9 +164,16 @@ class DimseServer:
             (evt.EVT_C_MOVE, self.audit.dimse("C-MOVE", self._on_move)),
             (evt.EVT_C_GET, self.audit.dimse("C-GET", self._on_get)),
         ]
-        server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
-        assert isinstance(server, ThreadedAssociationServer)
+        server = self.ae.make_server(
+            (self.host, self.port),
+            evt_handlers=handlers,
+            server_class=SharedPortServer if self.shared_port else ThreadedAssociationServer,
+        )
         server.contexts = _ContextList(server.contexts)
+        # What AE.start_server does, which cannot choose the server class: the AE lists
+        # the server (its shutdown() removes it from there) and a thread serves it.
+        self.ae._servers.append(server)
+        threading.Thread(target=server.serve_forever, name="dimse-acceptor", daemon=True).start()
         self._server = server
         self.port = int(server.server_address[1])
         log.info("DIMSE listening on %s:%d as %s", self.host, self.port, self.aet)
@@ -307,6 +319,16 @@ class _ContextList(list[PresentationContext]):
 
 
 MAXIMUM_PDU_RECEIVED = 1024 * 1024
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other processes of the same user may bind too
+    (SO_REUSEPORT): the kernel hands each new connection to one of them."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 def build_ae(aet: str, allowed: list[Allowed]) -> AE:

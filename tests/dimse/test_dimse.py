@@ -691,3 +691,66 @@ def test_find_with_an_unusable_value_fails_with_a900(dimse: Dimse) -> None:
     )
     # DCMTK's name for A900 (Identifier does not match SOP Class).
     assert "Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in result.stderr
+
+
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on `port` (IPv4), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_several_listener_processes_share_the_port(tmp_path: Path, database_url: str) -> None:
+    """`--dimse-processes 3`: three processes listen on one port and the kernel spreads
+    associations over them; everything each of them stores is in the one index."""
+    server, port = start(tmp_path, database_url, "--dimse-processes", "3")
+    dimse = Dimse(server, port)
+    try:
+        deadline = time.monotonic() + 30
+        while _listening_sockets(port) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listening_sockets(port) == 3
+        study = new_uid()
+        folders = []
+        for n in range(8):
+            folder = tmp_path / f"send{n}"
+            folder.mkdir()
+            for k in range(3):
+                ds = ct_dataset(study, instance_number=n * 3 + k, seed=n * 3 + k)
+                ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
+            folders.append(folder)
+        senders = [
+            subprocess.Popen(
+                ["storescu", "-aec", AET, "127.0.0.1", str(port), *map(str, folder.iterdir())],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for folder in folders
+        ]
+        for sender in senders:
+            output, _ = sender.communicate(timeout=120)
+            assert sender.returncode == 0, output
+        found = dimse.http.get(f"/studies/{study}/instances").json()
+        assert len(found) == 24
+        assert dimse.tool("echoscu").returncode == 0
+    finally:
+        dimse.http.close()
+        server.stop()
+    assert _listening_sockets(port) == 0  # the extra listeners stop with the server
+
+
+def test_workers_have_one_listener_that_stops_with_them(tmp_path: Path, database_url: str) -> None:
+    server, port = start(tmp_path, database_url, "--workers", "2")
+    dimse = Dimse(server, port)
+    try:
+        deadline = time.monotonic() + 30
+        while dimse.tool("echoscu").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _listening_sockets(port) == 1
+    finally:
+        dimse.http.close()
+        server.stop()
+    assert _listening_sockets(port) == 0
