@@ -117,7 +117,7 @@ def make_specs(args: argparse.Namespace) -> list[ServerSpec] | str:
             )
             specs.append(orthanc_spec(args.orthanc_bin, args.orthanc_plugin, listener))
         elif key == "ours":
-            if args.ours_cmd == OURS_DIMSE_CMD and dicomweb_binary() is None:
+            if args.ours_cmd.startswith(OURS_DIMSE_CMD) and dicomweb_binary() is None:
                 return (
                     "`dicomweb` not found (expected .venv/bin/dicomweb; or pass --servers orthanc)"
                 )
@@ -1245,7 +1245,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--workdir", default=None, help="parent for temporary data")
     g.add_argument(
         "--ours-cmd",
-        default=OURS_DIMSE_CMD,
+        # A DIMSE listener process per core (Orthanc runs 4 DICOM threads by default).
+        default=f"{OURS_DIMSE_CMD} --dimse-processes {os.cpu_count() or 1}",
         help="command for our server; {dicomweb} {data_dir} {port} {dimse_port} {aet} {workdir}",
     )
     g.add_argument("--orthanc-bin", default=ORTHANC_BIN)

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     dimse = commands.add_parser("dimse", help="run the DIMSE listener alone")
     _common(dimse)
     _dimse(dimse)
+    # Set by `serve` for the listener processes it starts (see _dimse_processes).
+    dimse.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     sender = commands.add_parser("send", help="send stored instances to a DICOM AE (C-STORE)")
     _common(sender)
@@ -171,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(config, args.log_level)
     if args.command == "dimse":
-        return run_dimse(config, args.log_level)
+        return run_dimse(config, args.log_level, args.ready_fd)
     if args.command == "send":
         return asyncio.run(send_study(config, args.to, args.study, args.series, args.instance))
     if args.command == "viewer":
@@ -266,7 +268,20 @@ def _dimse_processes(config: Config, count: int, log_level: str) -> list[subproc
     signal.signal(signal.SIGTERM, _exit_on_signal)
     environ = dict(os.environ, **config.to_environ())
     command = [sys.executable, "-m", "dicomweb", "dimse", "--log-level", log_level]
-    return [subprocess.Popen(command, env=environ) for _ in range(count)]
+    processes, pipes = [], []
+    for _ in range(count):
+        # Each child writes to its pipe once it listens: the server answers only when
+        # every listener takes associations.
+        readable, writable = os.pipe()
+        ready = [*command, "--ready-fd", str(writable)]
+        processes.append(subprocess.Popen(ready, env=environ, pass_fds=(writable,)))
+        os.close(writable)
+        pipes.append(readable)
+    for readable in pipes:
+        with os.fdopen(readable, "rb") as pipe:
+            if not pipe.read(1):
+                log.warning("a DIMSE listener process ended before it listened")
+    return processes
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -280,8 +295,9 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(15)
 
 
-def run_dimse(config: Config, log_level: str) -> int:
-    """Run the DIMSE listener alone until interrupted (SIGINT or SIGTERM)."""
+def run_dimse(config: Config, log_level: str, ready_fd: int | None = None) -> int:
+    """Run the DIMSE listener alone until interrupted (SIGINT or SIGTERM); once it
+    listens, write a byte to `ready_fd` and close it."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not config.dimse_port:
         print("dicomweb dimse: --dimse-port is 0: nothing to listen on", file=sys.stderr)
@@ -305,6 +321,9 @@ def run_dimse(config: Config, log_level: str) -> int:
             loop.add_signal_handler(signum, stop.set)
         try:
             async with dimse_listener(config, ingestor, index, blobs):
+                if ready_fd is not None:
+                    os.write(ready_fd, b"1")
+                    os.close(ready_fd)
                 await stop.wait()
         finally:
             await index.close()
