@@ -56,7 +56,7 @@ from dicomweb.pixels.render import (
 )
 from dicomweb.rendercache import RenderCache
 from dicomweb.renderparams import RenderParameters, choose_media_type, parse_parameters
-from dicomweb.resources import missing, path_uids
+from dicomweb.resources import etag_matches, missing, path_uids
 from dicomweb.retrieve import (
     bulk_value,
     check_frame_numbers,
@@ -232,7 +232,7 @@ async def _respond(
     key = cache_key(target, params, thumbnail=thumbnail)
     etag = f'"{key[:40]}"'
     headers = {"ETag": etag, "Cache-Control": target.cache_control, "Vary": "Accept"}
-    if _matches(request.headers.get("if-none-match"), etag):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     renderer = _renderer(request)
     body = await renderer.cache.get(key)
@@ -240,13 +240,6 @@ async def _respond(
         body = await _render(request, renderer, target, params, thumbnail=thumbnail)
         await renderer.cache.put(key, body)
     return Response(body, media_type=target.media_type, headers=headers)
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return etag in tags or "*" in tags
 
 
 async def _render(

@@ -84,3 +84,11 @@ def missing(study: str, series: str | None, sop: str | None) -> str:
     if series is not None:
         return f"there is no series {series} in study {study}"
     return f"there is no study {study}"
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags

@@ -51,7 +51,7 @@ from dicomweb.negotiation import (
     wanted,
 )
 from dicomweb.pixels.transcode import FrameInfo, TranscodeError
-from dicomweb.resources import missing, path_uids, service_url
+from dicomweb.resources import etag_matches, missing, path_uids, service_url
 from dicomweb.retrieve import (
     ByteSource,
     PixelData,
@@ -150,7 +150,7 @@ async def retrieve_metadata(request: Request) -> Response:
     instances = await _find(index, study, series, sop)
     etag = _etag(instances, media_type, service)
     headers = {"ETag": etag, "Vary": "Accept"}
-    if _matches(request.headers.get("if-none-match"), etag):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     batches = _metadata_batches(index, instances, service)
     if media_type == DICOM_JSON:
@@ -359,7 +359,7 @@ def _part_type(transfer_syntax: str) -> str:
 def _whole(request: Request, body: bytes, etag: str) -> Response:
     """A DICOM JSON body held whole: 304 when If-None-Match names its ETag."""
     headers = {"ETag": etag, "Vary": "Accept"}
-    if _matches(request.headers.get("if-none-match"), etag):
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(body))
@@ -632,14 +632,6 @@ def _etag(instances: Sequence[InstanceSummary], media_type: str, service: str) -
     for i in instances:
         digest.update(f"{i.sop_instance_uid}:{i.sha256}\n".encode())
     return f'"{digest.hexdigest()[:40]}"'
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether If-None-Match names `etag` (weak comparison, RFC 9110 13.1.2)."""
-    if if_none_match is None:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
 
 
 async def _metadata_batches(
