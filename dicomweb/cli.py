@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -256,6 +258,10 @@ def serve(config: Config, log_level: str) -> int:
     return 0
 
 
+# How long `serve` waits for its DIMSE listener processes to listen.
+_LISTENER_START_SECONDS = 60.0
+
+
 def _dimse_processes(config: Config, count: int, log_level: str) -> list[subprocess.Popen[bytes]]:
     """Start `count` `dicomweb dimse` processes for `config` (none without a DIMSE port).
 
@@ -277,10 +283,12 @@ def _dimse_processes(config: Config, count: int, log_level: str) -> list[subproc
         processes.append(subprocess.Popen(ready, env=environ, pass_fds=(writable,)))
         os.close(writable)
         pipes.append(readable)
+    deadline = time.monotonic() + _LISTENER_START_SECONDS
     for readable in pipes:
-        with os.fdopen(readable, "rb") as pipe:
-            if not pipe.read(1):
-                log.warning("a DIMSE listener process ended before it listened")
+        ready_now, _, _ = select.select([readable], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready_now or not os.read(readable, 1):
+            log.warning("a DIMSE listener process did not start listening")
+        os.close(readable)
     return processes
 
 
@@ -292,7 +300,11 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     for process in processes:
         process.terminate()
     for process in processes:
-        process.wait(15)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_dimse(config: Config, log_level: str, ready_fd: int | None = None) -> int:
