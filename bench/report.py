@@ -127,6 +127,20 @@ def flag(ok: Any) -> str:
     return "" if ok is None or ok else " (!)"
 
 
+def search_row(r: dict[str, Any]) -> tuple[str, ...]:
+    """The cells after the shape (and concurrency) of a QIDO-RS or C-FIND summary row."""
+    differ = r.get("count_differs_from_catalog")
+    return (
+        SERVER_NAMES.get(r["server"], r["server"]) + flag(r.get("ok")),
+        num(r.get("req_per_s")),
+        pair(r.get("latency_p50_ms"), r.get("latency_p95_ms")),
+        num(r.get("results_per_request")),
+        "ok" if not differ else f"{differ}/{r.get('distinct_queries')} differ",
+        ratio(r.get("req_per_s_vs_orthanc")),
+        ratio(r.get("p50_vs_orthanc")),
+    )
+
+
 FLAG_NOTE = "(!) marks figures from runs that failed a check (see the JSON)."
 
 
@@ -371,21 +385,7 @@ def qido_lines(d: dict[str, Any]) -> list[str]:
                 "-" if key == "orthanc" else ratio(div(rss, ref_rss)),
             )
         )
-    rows = []
-    for r in d.get("summary", []):
-        differ = r.get("count_differs_from_catalog")
-        rows.append(
-            (
-                r["shape"],
-                SERVER_NAMES.get(r["server"], r["server"]) + flag(r.get("ok")),
-                num(r.get("req_per_s")),
-                pair(r.get("latency_p50_ms"), r.get("latency_p95_ms")),
-                num(r.get("results_per_request")),
-                "ok" if not differ else f"{differ}/{r.get('distinct_queries')} differ",
-                ratio(r.get("req_per_s_vs_orthanc")),
-                ratio(r.get("p50_vs_orthanc")),
-            )
-        )
+    rows = [(r["shape"], *search_row(r)) for r in d.get("summary", [])]
     a, arch = d.get("args", {}), d.get("archive", {})
     lines = [
         f"Archive: {num(arch.get('studies'))} studies, {num(arch.get('instances'))} instances; "
@@ -558,22 +558,9 @@ def dimse_lines(d: dict[str, Any]) -> list[str]:
         ]
     find = d.get("find")
     if find:
-        rows = []
-        for r in find.get("summary", []):
-            differ = r.get("count_differs_from_catalog")
-            rows.append(
-                (
-                    r["shape"],
-                    str(r["concurrency"]),
-                    SERVER_NAMES.get(r["server"], r["server"]) + flag(r.get("ok")),
-                    num(r.get("req_per_s")),
-                    pair(r.get("latency_p50_ms"), r.get("latency_p95_ms")),
-                    num(r.get("results_per_request")),
-                    "ok" if not differ else f"{differ}/{r.get('distinct_queries')} differ",
-                    ratio(r.get("req_per_s_vs_orthanc")),
-                    ratio(r.get("p50_vs_orthanc")),
-                )
-            )
+        rows = [
+            (r["shape"], str(r["concurrency"]), *search_row(r)) for r in find.get("summary", [])
+        ]
         a = d.get("args", {})
         arch = find.get("archive", {})
         studies = arch.get("studies") or a.get("find_studies")

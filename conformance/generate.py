@@ -574,7 +574,10 @@ def block_association_parameters() -> str:
         ("Implementation Class UID", ae.implementation_class_uid),
         ("Implementation Version Name", ae.implementation_version_name),
         ("Maximum PDU length received", f"{ae.maximum_pdu_size} bytes"),
-        ("Associations accepted at once", ae.maximum_associations),
+        (
+            "Associations accepted at once",
+            f"{ae.maximum_associations} per listener process (`dimse_processes`)",
+        ),
         ("Called AE title checked", yes_no(bool(ae.require_called_aet))),
         ("ACSE timeout", f"{ae.acse_timeout:g} s"),
         ("DIMSE timeout", f"{ae.dimse_timeout:g} s"),

@@ -183,6 +183,19 @@ _CAPABILITIES = (WADL_MEDIA_TYPE, JSON)
 # Success statuses whose response has a body in one of the produced media types.
 _WITH_BODY = frozenset({200, 201, 202, 206})
 
+
+def _search(title: str, level: Level) -> Endpoint:
+    return Endpoint(
+        title,
+        "QIDO-RS",
+        "PS3.18 10.6",
+        doc="Matching keys by keyword or by tag (00100010).",
+        produces=_SEARCH,
+        query=_search_query(level),
+        statuses=(200, 204),
+    )
+
+
 # The description table: one row per endpoint function (a route's name).
 ENDPOINTS: Mapping[str, Endpoint] = {
     "store_instances": Endpoint(
@@ -193,33 +206,9 @@ ENDPOINTS: Mapping[str, Endpoint] = {
         produces=(DICOM_JSON, DICOM_XML),
         statuses=(200, 202),
     ),
-    "search_studies": Endpoint(
-        "Search for Studies",
-        "QIDO-RS",
-        "PS3.18 10.6",
-        doc="Matching keys by keyword or by tag (00100010).",
-        produces=_SEARCH,
-        query=_search_query(Level.STUDY),
-        statuses=(200, 204),
-    ),
-    "search_series": Endpoint(
-        "Search for {scope}Series",
-        "QIDO-RS",
-        "PS3.18 10.6",
-        doc="Matching keys by keyword or by tag (00100010).",
-        produces=_SEARCH,
-        query=_search_query(Level.SERIES),
-        statuses=(200, 204),
-    ),
-    "search_instances": Endpoint(
-        "Search for {scope}Instances",
-        "QIDO-RS",
-        "PS3.18 10.6",
-        doc="Matching keys by keyword or by tag (00100010).",
-        produces=_SEARCH,
-        query=_search_query(Level.INSTANCE),
-        statuses=(200, 204),
-    ),
+    "search_studies": _search("Search for Studies", Level.STUDY),
+    "search_series": _search("Search for {scope}Series", Level.SERIES),
+    "search_instances": _search("Search for {scope}Instances", Level.INSTANCE),
     "retrieve_instances": Endpoint(
         "Retrieve {level}",
         "WADO-RS",

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -27,6 +28,9 @@ from dicomweb.index import Index
 from dicomweb.ingest import Ingestor, StoreOutcome
 from dicomweb.sample import SYNTAXES as SAMPLE_SYNTAXES
 from dicomweb.storage import FilesystemBlobStore
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 log = logging.getLogger("dicomweb")
 
@@ -214,39 +218,34 @@ def serve(config: Config, log_level: str) -> int:
     except ConfigError as exc:
         print(f"dicomweb: {exc}", file=sys.stderr)
         return 2
-    if config.workers > 1:
-        # Worker processes build the app themselves, from the environment, without a
-        # DIMSE listener: `dicomweb dimse` processes listen for all of them. The sweep
-        # runs here, once, before any of them can stage a file.
-        asyncio.run(sweep_data_dir(config))
-        workers = dataclasses.replace(config, dimse_port=0, sweep_at_start=False)
-        os.environ.update(workers.to_environ())
-        dimse = _dimse_processes(config, config.dimse_processes, log_level)
-        try:
-            uvicorn.run(
-                "dicomweb.app:create_app_from_environ",
-                factory=True,
-                workers=config.workers,
-                host=config.host,
-                port=config.port,
-                log_level=log_level,
-                timeout_graceful_shutdown=10,
-                **options,
-            )
-        finally:
-            _stop(dimse)
-        return 0
-    # The first DIMSE listener runs in this process (the app's lifespan); the others,
-    # if any, in processes of their own on the same port. Those start receiving at
-    # once, so the sweep runs before them, not beside them.
-    listeners: list[subprocess.Popen[bytes]] = []
-    if config.dimse_port and config.dimse_processes > 1:
+    # With HTTP worker processes, each builds the app from the environment and runs no
+    # DIMSE listener: every listener is a `dicomweb dimse` process. With one HTTP
+    # process, the first listener runs in it (the app's lifespan).
+    workers = config.workers > 1
+    listener_processes = 0
+    if config.dimse_port:
+        listener_processes = config.dimse_processes if workers else config.dimse_processes - 1
+    if workers or listener_processes:
+        # Other processes stage files as soon as they start: the sweep runs here, once,
+        # before any of them.
         asyncio.run(sweep_data_dir(config))
         config = dataclasses.replace(config, sweep_at_start=False)
-        listeners = _dimse_processes(config, config.dimse_processes - 1, log_level)
+    listeners = _dimse_processes(config, listener_processes, log_level)
+    if listeners:
+        # uvicorn ends a SIGTERM by raising the signal again once it has shut down;
+        # with the default action this process would end before it stops them.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    app: str | Starlette
+    if workers:
+        os.environ.update(dataclasses.replace(config, dimse_port=0).to_environ())
+        app = "dicomweb.app:create_app_from_environ"
+    else:
+        app = create_app(config)
     try:
         uvicorn.run(
-            create_app(config),
+            app,
+            factory=workers,
+            workers=config.workers if workers else None,
             host=config.host,
             port=config.port,
             log_level=log_level,
@@ -263,15 +262,10 @@ _LISTENER_START_SECONDS = 60.0
 
 
 def _dimse_processes(config: Config, count: int, log_level: str) -> list[subprocess.Popen[bytes]]:
-    """Start `count` `dicomweb dimse` processes for `config` (none without a DIMSE port).
-
-    uvicorn ends a SIGTERM by raising the signal again once it has shut down, which
-    with the default action would end this process before it stops them: a handler
-    that exits through Python lets `_stop` run.
-    """
-    if not config.dimse_port or count < 1:
+    """Start `count` `dicomweb dimse` processes for `config`; return once each listens
+    (or has had a minute to)."""
+    if count < 1:
         return []
-    signal.signal(signal.SIGTERM, _exit_on_signal)
     environ = dict(os.environ, **config.to_environ())
     command = [sys.executable, "-m", "dicomweb", "dimse", "--log-level", log_level]
     processes, pipes = [], []

@@ -138,12 +138,12 @@ async def retrieve_metadata(request: Request) -> Response:
     index = _index(request)
     service = service_url(str(request.base_url))
     cache: MetadataCache = request.app.state.metadata_cache
-    key = version = None
+    key = (study, series or "", service)
+    version = None  # set where the cache can answer: JSON for a study or series
     if media_type == DICOM_JSON and sop is None:
         version = await index.version(study, series)
         if version is None:
             raise NotFound(missing(study, series, sop))
-        key = (study, series or "", service)
         cached = cache.get(key)
         if cached is not None and cached.version == version:
             return _whole(request, cached.body, cached.etag)
@@ -154,7 +154,7 @@ async def retrieve_metadata(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     batches = _metadata_batches(index, instances, service)
     if media_type == DICOM_JSON:
-        if key is None or version is None or len(instances) > WHOLE_METADATA_INSTANCES:
+        if version is None or len(instances) > WHOLE_METADATA_INSTANCES:
             return _stream(request, _json_array(batches), DICOM_JSON, headers)
         whole = b"".join([chunk async for chunk in _json_array(batches)])
         cache.put(key, CachedMetadata(version, etag, whole), len(whole))

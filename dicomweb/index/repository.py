@@ -219,20 +219,11 @@ class Index:
         Stored instances never change: an add raises the count and a delete raises the
         counter, so equal versions mean equal content, in any process.
         """
-        st, se, state = schema.study, schema.series, schema.index_state
-        deletions = select(state.c.deletions).where(state.c.id == 1).scalar_subquery()
         if series_instance_uid is None:
-            query = select(st.c.number_of_instances, deletions).where(
-                st.c.study_instance_uid == study_instance_uid
-            )
+            rows = await self._fetch(_STUDY_VERSION, {"study": study_instance_uid})
         else:
-            query = (
-                select(se.c.number_of_instances, deletions)
-                .join(st, st.c.id == se.c.study_pk)
-                .where(se.c.series_instance_uid == series_instance_uid)
-                .where(st.c.study_instance_uid == study_instance_uid)
-            )
-        rows = await self._fetch(query)
+            parameters = {"study": study_instance_uid, "series": series_instance_uid}
+            rows = await self._fetch(_SERIES_VERSION, parameters)
         if not rows:
             return None
         row: Any = rows[0]
@@ -375,3 +366,23 @@ def _stored_query() -> Select[Any]:
 _STORED_BY_UIDS = _stored_query().where(
     schema.instance.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
+
+
+def _version_queries() -> tuple[Select[Any], Select[Any]]:
+    """The version of a study, and of a series of a study (Index.version)."""
+    st, se, state = schema.study, schema.series, schema.index_state
+    deletions = select(state.c.deletions).where(state.c.id == 1).scalar_subquery()
+    study = select(st.c.number_of_instances, deletions).where(
+        st.c.study_instance_uid == bindparam("study")
+    )
+    series = (
+        select(se.c.number_of_instances, deletions)
+        .join(st, st.c.id == se.c.study_pk)
+        .where(se.c.series_instance_uid == bindparam("series"))
+        .where(st.c.study_instance_uid == bindparam("study"))
+    )
+    return study, series
+
+
+# Asked on every metadata request.
+_STUDY_VERSION, _SERIES_VERSION = _version_queries()
